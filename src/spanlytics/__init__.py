@@ -1,0 +1,45 @@
+"""spanlytics: API analytics and masked request logs from OpenTelemetry HTTP server spans.
+
+>>> import spanlytics                                     # doctest: +SKIP
+>>> spanlytics.configure()          # attach to the app's TracerProvider
+>>> spanlytics.instrument_app(app)  # capture headers and bodies (FastAPI, Starlette, Flask)
+>>> spanlytics.set_consumer("acme", name="Acme Corp", group="enterprise")  # in a handler
+"""
+
+from spanlytics._configure import configure, flush, shutdown
+from spanlytics.capture import (
+    ASGICaptureMiddleware,
+    CaptureOptions,
+    RequestView,
+    WSGICaptureMiddleware,
+    instrument_app,
+)
+from spanlytics.config import Settings
+from spanlytics.consumer import Consumer, set_consumer
+from spanlytics.exporter import SpanlyticsExporter
+from spanlytics.masking import KEEP, Masker, MaskingRules
+from spanlytics.processor import SpanlyticsProcessor
+from spanlytics.record import RequestRecord
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "KEEP",
+    "ASGICaptureMiddleware",
+    "CaptureOptions",
+    "Consumer",
+    "Masker",
+    "MaskingRules",
+    "RequestRecord",
+    "RequestView",
+    "Settings",
+    "SpanlyticsExporter",
+    "SpanlyticsProcessor",
+    "WSGICaptureMiddleware",
+    "__version__",
+    "configure",
+    "flush",
+    "instrument_app",
+    "set_consumer",
+    "shutdown",
+]

@@ -1,0 +1,110 @@
+"""``configure()``, ``flush()`` and ``shutdown()``: wiring spanlytics into a TracerProvider."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import weakref
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+
+from spanlytics.capture.options import CaptureOptions, set_process_options
+from spanlytics.config import Settings
+from spanlytics.exporter import SpanlyticsExporter
+from spanlytics.processor import SpanlyticsProcessor
+
+_logger = logging.getLogger("spanlytics")
+_lock = threading.Lock()
+_installed: weakref.WeakKeyDictionary[TracerProvider, SpanlyticsProcessor] = weakref.WeakKeyDictionary()
+_exporters: weakref.WeakSet[SpanlyticsExporter] = weakref.WeakSet()
+
+
+def _sdk_provider(tracer_provider: trace.TracerProvider | None) -> TracerProvider | None:
+    if tracer_provider is not None:
+        provider = tracer_provider
+    else:
+        provider = trace.get_tracer_provider()
+        if isinstance(provider, trace.ProxyTracerProvider):
+            # Nothing is configured yet: this is the one case where we create the provider.
+            sdk = TracerProvider(resource=Resource.create())
+            trace.set_tracer_provider(sdk)
+            provider = trace.get_tracer_provider()
+    if isinstance(provider, TracerProvider):
+        return provider
+    _logger.warning(
+        "spanlytics needs an OpenTelemetry SDK TracerProvider, got %s; spanlytics is disabled",
+        type(provider).__name__,
+    )
+    return None
+
+
+def register_exporter(exporter: SpanlyticsExporter) -> None:
+    """Make :func:`flush` and :func:`shutdown` reach ``exporter`` (the zero-code path uses it)."""
+    _exporters.add(exporter)
+
+
+def configure(
+    *, tracer_provider: trace.TracerProvider | None = None, **settings: Any
+) -> SpanlyticsProcessor | None:
+    """Attach spanlytics to the app's TracerProvider and start recording requests.
+
+    Uses ``tracer_provider`` if given, else the global one; creates (and sets globally) an
+    SDK provider only when none is configured. It adds one span processor and never
+    removes or reorders the app's own. Calling it again returns the processor already
+    installed on that provider. Every setting is a keyword argument falling back to its
+    ``SPANLYTICS_*`` variable (see the README)::
+
+        import spanlytics
+        spanlytics.configure(local_path="/var/lib/api/spanlytics.db",
+                             consumer_header="X-Consumer-Id")
+        spanlytics.instrument_app(app)
+
+    Returns the processor, or ``None`` when spanlytics is disabled
+    (``SPANLYTICS_ENABLED=false``) or the provider is not an SDK one.
+    """
+    resolved = Settings.resolve(**settings)
+    set_process_options(CaptureOptions.from_settings(resolved))
+    if not resolved.enabled:
+        return None
+    with _lock:
+        provider = _sdk_provider(tracer_provider)
+        if provider is None:
+            return None
+        existing = _installed.get(provider)
+        if existing is not None:
+            return existing
+        exporter = SpanlyticsExporter(settings=resolved)
+        processor = SpanlyticsProcessor(exporter)
+        provider.add_span_processor(processor)
+        _installed[provider] = processor
+        register_exporter(exporter)
+        return processor
+
+
+def flush(timeout_s: float = 10.0) -> bool:
+    """Deliver everything recorded so far: flush the providers, then the exporters.
+
+    Flushing the provider first moves spans held by an SDK BatchSpanProcessor (the
+    zero-code set-up) into spanlytics before spanlytics itself is drained.
+    """
+    timeout_ms = int(timeout_s * 1000)
+    ok = True
+    provider = trace.get_tracer_provider()
+    if isinstance(provider, TracerProvider):
+        ok = provider.force_flush(timeout_ms) and ok
+    for known in list(_installed):
+        if known is not provider:
+            ok = known.force_flush(timeout_ms) and ok
+    for exporter in list(_exporters):
+        ok = exporter.force_flush(timeout_ms) and ok
+    return ok
+
+
+def shutdown(timeout_s: float = 10.0) -> None:
+    """Flush and stop every spanlytics exporter in this process (idempotent)."""
+    flush(timeout_s)
+    for exporter in list(_exporters):
+        exporter.shutdown(int(timeout_s * 1000))

@@ -1,0 +1,14 @@
+"""Protocol-level capture of request/response headers and bodies (ASGI and WSGI)."""
+
+from spanlytics.capture.asgi import ASGICaptureMiddleware
+from spanlytics.capture.install import instrument_app
+from spanlytics.capture.options import CaptureOptions, RequestView
+from spanlytics.capture.wsgi import WSGICaptureMiddleware
+
+__all__ = [
+    "ASGICaptureMiddleware",
+    "CaptureOptions",
+    "RequestView",
+    "WSGICaptureMiddleware",
+    "instrument_app",
+]

@@ -1,0 +1,133 @@
+"""ASGI capture middleware: a tee on ``receive`` and ``send`` that never changes a message.
+
+Install it *outside* the OpenTelemetry ASGI middleware (``spanlytics.instrument_app`` does)::
+
+    app = ASGICaptureMiddleware(OpenTelemetryMiddleware(app))
+
+Every message is passed on as the same object, in the same order, with the same timing:
+streaming responses still stream, client disconnects and exceptions propagate unchanged.
+It also flushes spanlytics when the app's lifespan shuts down, because uvicorn re-raises
+SIGTERM after a graceful shutdown and ``atexit`` hooks never run there.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+from urllib.parse import quote
+
+from spanlytics._throttle import ThrottledLogger
+from spanlytics.capture.options import (
+    CaptureOptions,
+    identify_at_end,
+    link_current_server_span,
+    process_options,
+)
+from spanlytics.capture.state import STORE, Capture, enter_capture, exit_capture
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+_log = ThrottledLogger(logging.getLogger("spanlytics.capture.asgi"))
+
+
+def _decode_headers(raw: Any) -> tuple[tuple[str, str], ...]:
+    return tuple((bytes(k).decode("latin-1").lower(), bytes(v).decode("latin-1")) for k, v in raw or ())
+
+
+def _declared_size(headers: tuple[tuple[str, str], ...]) -> int | None:
+    for name, value in headers:
+        if name == "content-length":
+            return int(value) if value.isdigit() else None
+    return None
+
+
+def new_capture(scope: Scope, options: CaptureOptions) -> Capture:
+    headers = _decode_headers(scope.get("headers"))
+    client = scope.get("client")
+    path = scope.get("raw_path")
+    return Capture(
+        method=str(scope.get("method", "GET")),
+        path=bytes(path).decode("latin-1").split("?", 1)[0] if path else quote(str(scope.get("path", "/"))),
+        query=bytes(scope.get("query_string") or b"").decode("latin-1"),
+        scheme=str(scope.get("scheme", "http")),
+        request_headers=headers,
+        bodies=options.capture_bodies,
+        limit=options.max_body_bytes,
+        declared_request_size=_declared_size(headers),
+        client_ip=str(client[0]) if client else None,
+        http_version=str(scope.get("http_version", "1.1")),
+    )
+
+
+class ASGICaptureMiddleware:
+    """Records request/response headers and bodies (up to a cap) for spanlytics.
+
+    >>> app = ASGICaptureMiddleware(OpenTelemetryMiddleware(my_asgi_app))  # doctest: +SKIP
+    """
+
+    def __init__(self, app: ASGIApp, options: CaptureOptions | None = None) -> None:
+        self.app = app
+        self._options = options
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope.get("type")
+        if kind == "lifespan":
+            await self.app(scope, receive, _flush_on_shutdown(send))
+            return
+        options = self._options or process_options()
+        if kind != "http" or not options.enabled:
+            await self.app(scope, receive, send)
+            return
+        try:
+            capture = new_capture(scope, options)
+            token = enter_capture(capture)
+            link_current_server_span(capture)
+        except Exception as exc:
+            _log.failure("asgi.start", "request capture could not start; request not captured", exc)
+            await self.app(scope, receive, send)
+            return
+
+        received = 0
+
+        async def receive_tee() -> Message:
+            nonlocal received
+            message = await receive()
+            if message.get("type") == "http.request":
+                body = message.get("body") or b""
+                received += len(body)
+                capture.add_request_chunk(body, received)
+            return message
+
+        async def send_tee(message: Message) -> None:
+            kind = message.get("type")
+            if kind == "http.response.body":
+                capture.add_response_chunk(message.get("body") or b"")
+            elif kind == "http.response.start":
+                capture.status = message.get("status")
+                capture.response_headers = _decode_headers(message.get("headers"))
+            await send(message)
+
+        try:
+            await self.app(scope, receive_tee, send_tee)
+        finally:
+            route = scope.get("route")
+            capture.route = getattr(route, "path", None)
+            identify_at_end(capture, options, scope.get("state"))
+            exit_capture(token)
+            STORE.finish(capture)
+
+
+def _flush_on_shutdown(send: Send) -> Send:
+    async def send_wrapper(message: Message) -> None:
+        if message.get("type") in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
+            from spanlytics._configure import flush
+
+            flush(timeout_s=10.0)
+        await send(message)
+
+    return send_wrapper

@@ -1,0 +1,113 @@
+"""What the capture middlewares do, and the request view handed to consumer callbacks."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
+
+from spanlytics._throttle import ThrottledLogger
+from spanlytics.capture.state import STORE, Capture
+from spanlytics.config import IdentifyConsumer, Settings
+from spanlytics.consumer import RANK_CALLBACK, RANK_STATE, coerce_consumer
+
+_log = ThrottledLogger(logging.getLogger("spanlytics.capture"))
+
+
+@dataclass(frozen=True, slots=True)
+class CaptureOptions:
+    """Capture behaviour. Middlewares without explicit options follow the process-wide ones,
+    which :func:`spanlytics.configure` (or the zero-code hook) sets from its settings."""
+
+    enabled: bool = True
+    capture_bodies: bool = True
+    max_body_bytes: int = 64 * 1024
+    identify_consumer: IdentifyConsumer | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> CaptureOptions:
+        return cls(
+            enabled=settings.enabled,
+            capture_bodies=settings.capture_bodies,
+            max_body_bytes=settings.max_body_bytes,
+            identify_consumer=settings.identify_consumer,
+        )
+
+
+_options: CaptureOptions | None = None
+
+
+def process_options() -> CaptureOptions:
+    """The process-wide options (resolved from the environment on first use)."""
+    global _options
+    if _options is None:
+        _options = CaptureOptions.from_settings(Settings.resolve())
+    return _options
+
+
+def set_process_options(options: CaptureOptions) -> None:
+    global _options
+    _options = options
+
+
+@dataclass(frozen=True, slots=True)
+class RequestView:
+    """A read-only view of a request, given to ``identify_consumer`` callbacks.
+
+    ``headers`` has lower-case names (the last value wins for repeated headers); ``state``
+    is the ASGI scope's ``state`` dict (``request.state``) or the WSGI environ.
+    """
+
+    method: str
+    path: str
+    query: str
+    headers: Mapping[str, str]
+    client_ip: str | None
+    state: Mapping[str, Any]
+
+
+def link_current_server_span(capture: Capture) -> None:
+    """Link ``capture`` to the current span when a server span is already open.
+
+    The span processor normally links the capture when the server span starts inside the
+    middleware. This covers the other order: the middleware installed *inside* an
+    instrumentation middleware (for example when the app was instrumented after us).
+    """
+    span = trace.get_current_span()
+    if getattr(span, "kind", None) is SpanKind.SERVER and span.is_recording():
+        span_id = span.get_span_context().span_id
+        capture.span = span
+        capture.span_id = span_id
+        STORE.register(span_id, capture)
+
+
+def identify_at_end(capture: Capture, options: CaptureOptions, state: Mapping[str, Any] | None) -> None:
+    """Apply the request-state and callback consumer sources once the response is done.
+
+    Runs on the request path, so it only reads; a callback that raises or returns junk is
+    logged (rate-limited, type only) and treated as "no consumer".
+    """
+    if state:
+        try:
+            capture.offer_consumer(coerce_consumer(state.get("spanlytics_consumer")), RANK_STATE)
+        except Exception as exc:
+            _log.failure("consumer.state", "could not read the consumer from request state", exc)
+    callback = options.identify_consumer
+    if callback is None:
+        return
+    try:
+        view = RequestView(
+            method=capture.method,
+            path=capture.path,
+            query=capture.query,
+            headers=dict(capture.request_headers),
+            client_ip=capture.client_ip,
+            state=state or {},
+        )
+        capture.offer_consumer(coerce_consumer(callback(view)), RANK_CALLBACK)
+    except Exception as exc:
+        _log.failure("consumer.callback", "identify_consumer callback failed; no consumer", exc)

@@ -1,0 +1,221 @@
+"""Per-request capture state and the bounded side channel that carries it to the exporter.
+
+The capture middlewares fill a :class:`Capture`; the span processor links it to the HTTP
+server span when that span starts (``on_start`` runs in the request's context, where
+:func:`current_capture` finds it); the exporter takes it back by span id once the span has
+ended. Captured bytes never touch the span, so other exporters of the same TracerProvider
+never see them.
+
+The join is symmetric: WSGI servers may end the server span before the response body has
+been iterated (Flask ends it in ``teardown_request``), so the exporter may find a capture
+that is not finished yet. It then *parks* the span on the capture, and the middleware hands
+it back when the response is done (see :meth:`CaptureStore.park`).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from spanlytics.consumer import Consumer
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Span
+
+_current: contextvars.ContextVar[Capture | None] = contextvars.ContextVar(
+    "spanlytics_capture", default=None
+)
+
+
+def current_capture() -> Capture | None:
+    """The capture of the request being handled in this context, if any."""
+    return _current.get()
+
+
+def enter_capture(capture: Capture) -> contextvars.Token[Capture | None]:
+    return _current.set(capture)
+
+
+def exit_capture(token: contextvars.Token[Capture | None]) -> None:
+    try:
+        _current.reset(token)
+    except ValueError:  # reset from another context (a server quirk); the value is dropped anyway
+        _current.set(None)
+
+
+class Capture:
+    """What the middleware saw of one request/response, bounded by ``limit`` bytes per body.
+
+    Only the request thread or event loop writes to it until :meth:`finish`; the exporter
+    reads it afterwards. Body buffers never grow past ``limit``; true sizes are counted.
+    """
+
+    __slots__ = (
+        "baggage_consumer",
+        "bodies",
+        "client_ip",
+        "consumer",
+        "consumer_rank",
+        "done",
+        "end_time_ns",
+        "http_version",
+        "limit",
+        "method",
+        "on_done",
+        "path",
+        "query",
+        "request_body",
+        "request_headers",
+        "request_size",
+        "request_truncated",
+        "response_body",
+        "response_headers",
+        "response_size",
+        "response_truncated",
+        "route",
+        "scheme",
+        "span",
+        "span_id",
+        "start_time_ns",
+        "status",
+    )
+
+    def __init__(
+        self,
+        method: str,
+        path: str,
+        query: str,
+        scheme: str,
+        request_headers: tuple[tuple[str, str], ...],
+        *,
+        bodies: bool,
+        limit: int,
+        declared_request_size: int | None = None,
+        client_ip: str | None = None,
+        http_version: str | None = None,
+    ) -> None:
+        self.method = method
+        self.path = path
+        self.query = query
+        self.scheme = scheme
+        self.request_headers = request_headers
+        self.bodies = bodies
+        self.limit = limit if bodies else 0
+        self.client_ip = client_ip
+        self.http_version = http_version
+        self.request_body = bytearray()
+        self.response_body = bytearray()
+        self.request_size = declared_request_size if declared_request_size is not None else 0
+        self.response_size = 0
+        self.request_truncated = False
+        self.response_truncated = False
+        self.response_headers: tuple[tuple[str, str], ...] = ()
+        self.status: int | None = None
+        self.route: str | None = None
+        self.consumer: Consumer | None = None
+        self.consumer_rank = 0
+        self.baggage_consumer: str | None = None
+        self.span: Span | None = None
+        self.span_id: int | None = None
+        self.start_time_ns = time.time_ns()
+        self.end_time_ns = 0
+        self.done = False
+        self.on_done: Callable[[], None] | None = None
+
+    # -- written on the request path ---------------------------------------------------
+
+    def add_request_chunk(self, chunk: bytes, counted: int) -> None:
+        """Tee a request body chunk; ``counted`` is the running total read so far."""
+        room = self.limit - len(self.request_body)
+        if room > 0 and chunk:
+            self.request_body += chunk[:room]
+        if len(chunk) > room:
+            self.request_truncated = self.bodies
+        self.request_size = max(self.request_size, counted)
+
+    def add_response_chunk(self, chunk: bytes) -> None:
+        if self.method == "HEAD":  # servers send no body for HEAD, whatever the app yields
+            return
+        self.response_size += len(chunk)
+        room = self.limit - len(self.response_body)
+        if room > 0:
+            self.response_body += chunk[:room]
+        if len(chunk) > room and chunk:
+            self.response_truncated = self.bodies
+
+    def offer_consumer(self, consumer: Consumer | None, rank: int) -> None:
+        """Keep ``consumer`` unless a stronger source already identified the request."""
+        if consumer is not None and rank >= self.consumer_rank:
+            self.consumer = consumer
+            self.consumer_rank = rank
+
+    def header(self, name: str) -> str | None:
+        for key, value in self.request_headers:
+            if key == name:
+                return value
+        return None
+
+    def response_header(self, name: str) -> str | None:
+        for key, value in self.response_headers:
+            if key == name:
+                return value
+        return None
+
+
+class CaptureStore:
+    """Bounded map from server span id to its :class:`Capture`.
+
+    Entries are added when a server span starts and removed when the exporter takes them.
+    If spans never reach the exporter (no spanlytics exporter, a sampler that recorded but
+    did not sample, a crashed worker), the oldest entries are evicted once ``max_entries``
+    is reached, and counted in :attr:`evicted`, so memory stays bounded.
+    """
+
+    def __init__(self, max_entries: int = 4096) -> None:
+        self._max = max_entries
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[int, Capture] = OrderedDict()
+        self.evicted = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def register(self, span_id: int, capture: Capture) -> None:
+        with self._lock:
+            self._entries[span_id] = capture
+            while len(self._entries) > self._max:
+                self._entries.popitem(last=False)
+                self.evicted += 1
+
+    def take(self, span_id: int) -> Capture | None:
+        with self._lock:
+            return self._entries.pop(span_id, None)
+
+    def park(self, capture: Capture, resume: Callable[[], None]) -> bool:
+        """Ask for ``resume`` to run once ``capture`` is finished.
+
+        Returns False (and does not park) when it is already finished, so the caller can
+        use it at once. ``resume`` runs on the request path: it must only enqueue.
+        """
+        with self._lock:
+            if capture.done:
+                return False
+            capture.on_done = resume
+            return True
+
+    def finish(self, capture: Capture) -> None:
+        """Mark ``capture`` complete (request path) and resume a span parked on it."""
+        capture.end_time_ns = time.time_ns()
+        with self._lock:
+            capture.done = True
+            resume, capture.on_done = capture.on_done, None
+        if resume is not None:
+            resume()
+
+
+STORE = CaptureStore()
+"""The process-wide side channel; shared by every middleware, processor and exporter."""

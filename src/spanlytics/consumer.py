@@ -1,0 +1,171 @@
+"""Who made the request: the ``Consumer`` value and the ways to identify it.
+
+Sources, strongest first:
+
+1. ``spanlytics.set_consumer(...)`` called by the app inside a handler;
+2. the ``identify_consumer`` callback given to :func:`spanlytics.configure`;
+3. request state: ``request.state.spanlytics_consumer`` (Starlette/FastAPI) or
+   ``environ["spanlytics.consumer"]`` (WSGI/Flask);
+4. a configured request header (``SPANLYTICS_CONSUMER_HEADER``, e.g. set by a gateway);
+5. W3C baggage key ``spanlytics.consumer.id``;
+6. ``enduser.id`` / ``user.id`` span attributes that the app or another library set.
+
+``set_consumer`` also writes the plain span attributes ``spanlytics.consumer.id``, ``.name``
+and ``.group`` on the server span; the other sources stay in spanlytics' side channel so that
+they never change what the app's other exporters receive.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from opentelemetry import trace
+
+from spanlytics._throttle import ThrottledLogger
+
+_log = ThrottledLogger(logging.getLogger("spanlytics.consumer"))
+
+MAX_IDENTIFIER_LENGTH = 128
+MAX_LABEL_LENGTH = 64
+MAX_EMAIL_LENGTH = 254
+
+ATTR_CONSUMER_ID = "spanlytics.consumer.id"
+ATTR_CONSUMER_NAME = "spanlytics.consumer.name"
+ATTR_CONSUMER_GROUP = "spanlytics.consumer.group"
+BAGGAGE_CONSUMER_ID = "spanlytics.consumer.id"
+STATE_KEY = "spanlytics_consumer"
+ENVIRON_KEY = "spanlytics.consumer"
+
+# Ranks of the sources: a stronger source overrides a weaker one on the same request.
+RANK_SET_CONSUMER = 50
+RANK_CALLBACK = 40
+RANK_STATE = 30
+
+
+@dataclass(frozen=True, slots=True)
+class Consumer:
+    """An API consumer: a stable identifier plus optional display fields.
+
+    >>> Consumer("acme-prod", name="Acme Corp", group="enterprise")
+    Consumer(identifier='acme-prod', name='Acme Corp', group='enterprise', email=None)
+    """
+
+    identifier: str
+    name: str | None = None
+    group: str | None = None
+    email: str | None = None
+
+
+def _clean_label(value: object, field: str, limit: int) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        _log.warning(f"consumer.{field}.type", "consumer %s must be a string; dropped", field)
+        return None
+    text = value.strip()
+    if not text:
+        return None
+    if len(text) > limit:
+        _log.warning(
+            f"consumer.{field}.length", "consumer %s longer than %d characters; dropped", field, limit
+        )
+        return None
+    return text
+
+
+def make_consumer(
+    identifier: object,
+    name: object = None,
+    group: object = None,
+    email: object = None,
+) -> Consumer | None:
+    """Validate raw values into a :class:`Consumer`, or ``None`` when the identifier is invalid.
+
+    The identifier must be a non-empty string (an ``int`` is accepted and converted) of at
+    most 128 characters after stripping; name and group at most 64. An invalid identifier
+    drops the whole consumer, an invalid optional field drops only that field; both log a
+    rate-limited warning that never contains the value.
+    """
+    if isinstance(identifier, int) and not isinstance(identifier, bool):
+        identifier = str(identifier)
+    if not isinstance(identifier, str):
+        _log.warning("consumer.identifier.type", "consumer identifier must be a string; consumer dropped")
+        return None
+    ident = identifier.strip()
+    if not ident:
+        return None
+    if len(ident) > MAX_IDENTIFIER_LENGTH:
+        _log.warning(
+            "consumer.identifier.length",
+            "consumer identifier longer than %d characters; consumer dropped",
+            MAX_IDENTIFIER_LENGTH,
+        )
+        return None
+    clean_email = _clean_label(email, "email", MAX_EMAIL_LENGTH)
+    if clean_email is not None and "@" not in clean_email:
+        _log.warning("consumer.email.format", "consumer email is not an address; dropped")
+        clean_email = None
+    return Consumer(
+        ident,
+        _clean_label(name, "name", MAX_LABEL_LENGTH),
+        _clean_label(group, "group", MAX_LABEL_LENGTH),
+        clean_email,
+    )
+
+
+def coerce_consumer(value: object) -> Consumer | None:
+    """Turn what a callback or request state holds into a Consumer.
+
+    Accepts a :class:`Consumer`, an identifier (``str`` or ``int``), a mapping with
+    ``identifier``/``id`` and optional ``name``, ``group``, ``email``, or ``None``.
+    """
+    if value is None or isinstance(value, Consumer):
+        return value
+    if isinstance(value, Mapping):
+        raw: Mapping[str, Any] = value
+        ident = raw.get("identifier", raw.get("id"))
+        return make_consumer(ident, raw.get("name"), raw.get("group"), raw.get("email"))
+    return make_consumer(value)
+
+
+def set_consumer(
+    identifier: str | int,
+    name: str | None = None,
+    group: str | None = None,
+    email: str | None = None,
+) -> None:
+    """Identify the API consumer of the request being handled.
+
+    Call it anywhere inside a handler: an async FastAPI endpoint or dependency, a sync
+    endpoint running in the thread pool, a Flask view, or inside a nested span::
+
+        @app.get("/orders")
+        async def orders(user: User = Depends(current_user)):
+            spanlytics.set_consumer(user.api_key_id, name=user.org_name, group=user.plan)
+
+    It never raises: invalid values are dropped with a rate-limited warning.
+    """
+    try:
+        consumer = make_consumer(identifier, name, group, email)
+        if consumer is None:
+            return
+        from spanlytics.capture.state import current_capture
+
+        capture = current_capture()
+        span: trace.Span | None = None
+        if capture is not None:
+            capture.offer_consumer(consumer, RANK_SET_CONSUMER)
+            span = capture.span
+        if span is None or not span.is_recording():
+            span = trace.get_current_span()
+        if span.is_recording():
+            span.set_attribute(ATTR_CONSUMER_ID, consumer.identifier)
+            if consumer.name is not None:
+                span.set_attribute(ATTR_CONSUMER_NAME, consumer.name)
+            if consumer.group is not None:
+                span.set_attribute(ATTR_CONSUMER_GROUP, consumer.group)
+    except Exception as exc:  # never let analytics break the handler
+        _log.failure("consumer.set", "set_consumer failed; request continues without a consumer", exc)

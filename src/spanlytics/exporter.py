@@ -1,0 +1,291 @@
+"""SpanlyticsExporter: finished server span -> RequestRecord -> mask -> destinations.
+
+>>> exporter = SpanlyticsExporter(local_path="/var/lib/app/spanlytics.db")  # doctest: +SKIP
+
+``export()`` (and :meth:`submit`) only append to a bounded queue, so it is cheap wherever it
+is called from: the SDK's BatchSpanProcessor in the zero-code set-up, or
+:class:`~spanlytics.processor.SpanlyticsProcessor` on the request path. One background
+thread per process builds records, masks them and writes them to the destinations in
+batches. When the queue is full the oldest span is dropped and counted, never blocking.
+
+Constructed without arguments (as ``OTEL_TRACES_EXPORTER=spanlytics`` does), every setting
+comes from the ``SPANLYTICS_*`` environment variables.
+"""
+
+from __future__ import annotations
+
+import atexit
+import dataclasses
+import logging
+import os
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from opentelemetry.trace import SpanKind
+
+from spanlytics._throttle import ThrottledLogger
+from spanlytics.capture.state import STORE, Capture, CaptureStore
+from spanlytics.config import Settings
+from spanlytics.consumer import Consumer, make_consumer
+from spanlytics.masking import Masker
+from spanlytics.record import RequestRecord, from_span
+
+if TYPE_CHECKING:
+    from spanlytics.destinations import Destination
+
+_logger = logging.getLogger("spanlytics.exporter")
+_log = ThrottledLogger(_logger)
+
+MAX_PARKED = 1024
+"""Spans waiting for a still-streaming response; beyond this the oldest is recorded as is."""
+
+
+def build_destinations(settings: Settings) -> list[Destination]:
+    destinations: list[Destination] = []
+    for name in settings.destinations:
+        if name == "local":
+            from spanlytics.destinations.local import LocalStore
+
+            destinations.append(LocalStore(settings.local_path))
+    return destinations
+
+
+class SpanlyticsExporter(SpanExporter):
+    """Maps, masks and stores HTTP server spans in a background thread."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings | None = None,
+        destinations: Sequence[Destination] | None = None,
+        store: CaptureStore = STORE,
+        **options: Any,
+    ) -> None:
+        self.settings = settings or Settings.resolve(**options)
+        self._masker = Masker(self.settings.masking_rules())
+        self.destinations: list[Destination] = (
+            list(destinations) if destinations is not None else build_destinations(self.settings)
+        )
+        self._store = store
+        self._stopped = False
+        self._counters = {
+            "spans_received": 0,
+            "records_exported": 0,
+            "dropped_queue_full": 0,
+            "dropped_after_shutdown": 0,
+            "failed": 0,
+            "partial_responses": 0,
+        }
+        self._start_lock = threading.Lock()
+        self._reset_runtime()
+        ref = weakref.ref(self)
+
+        def _at_exit() -> None:
+            exporter = ref()
+            if exporter is not None:
+                exporter.shutdown()
+
+        def _after_fork() -> None:
+            exporter = ref()
+            if exporter is not None:
+                exporter._reset_runtime()
+
+        atexit.register(_at_exit)
+        os.register_at_fork(after_in_child=_after_fork)
+
+    def _reset_runtime(self) -> None:
+        """Fresh queue, locks and (lazily) thread: at start and in a forked child."""
+        self._pid = os.getpid()
+        self._queue: deque[tuple[ReadableSpan, Capture | None]] = deque()
+        self._wake = threading.Event()
+        self._drain_lock = threading.Lock()
+        self._start_lock = threading.Lock()
+        self._parked: dict[int, tuple[ReadableSpan, Capture, float]] = {}
+        self._thread: threading.Thread | None = None
+
+    # -- request path / SDK thread: enqueue only ---------------------------------------
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        for span in spans:
+            if span.kind is SpanKind.SERVER:
+                self.submit(span)
+        return SpanExportResult.SUCCESS
+
+    def submit(self, span: ReadableSpan, capture: Capture | None = None) -> None:
+        """Queue a finished server span (``capture`` only when resuming a parked span)."""
+        if self._stopped:
+            self._counters["dropped_after_shutdown"] += 1
+            return
+        if self._pid != os.getpid():
+            self._reset_runtime()
+        queue = self._queue
+        if len(queue) >= self.settings.max_queue_size:
+            queue.popleft()
+            self._counters["dropped_queue_full"] += 1
+            _log.warning("queue.full", "spanlytics queue full; dropping the oldest request")
+        queue.append((span, capture))
+        if capture is None:
+            self._counters["spans_received"] += 1
+        if self._thread is None:
+            self._start_worker()
+        if len(queue) >= self.settings.batch_size:
+            self._wake.set()
+
+    def _start_worker(self) -> None:
+        with self._start_lock:
+            if self._thread is not None:
+                return
+            thread = threading.Thread(target=self._run, name="spanlytics-exporter", daemon=True)
+            thread.start()
+            self._thread = thread
+
+    # -- background thread ---------------------------------------------------------------
+
+    def _run(self) -> None:
+        while not self._stopped:
+            self._wake.wait(self.settings.flush_interval_s)
+            self._wake.clear()
+            if self._stopped:
+                break
+            self._drain(final=False)
+
+    def _drain(self, final: bool) -> None:
+        with self._drain_lock:
+            while True:
+                batch = self._pop_batch()
+                records = [r for r in (self._process(span, cap, final) for span, cap in batch) if r]
+                records.extend(self._expire_parked(final))
+                if records:
+                    self._deliver(records)
+                if not batch:
+                    return
+
+    def _pop_batch(self) -> list[tuple[ReadableSpan, Capture | None]]:
+        queue, batch = self._queue, []
+        for _ in range(self.settings.batch_size):
+            try:
+                batch.append(queue.popleft())
+            except IndexError:
+                break
+        return batch
+
+    def _process(self, span: ReadableSpan, resumed: Capture | None, final: bool) -> RequestRecord | None:
+        ctx = span.context
+        span_id = ctx.span_id if ctx is not None else 0
+        if resumed is not None:
+            if self._parked.pop(span_id, None) is None:
+                return None  # recorded already, when its wait expired
+            return self._build(span, resumed)
+        capture = self._store.take(span_id)
+        if capture is not None and not final:
+            # WSGI servers may end the span before the body is sent: wait for the response.
+            def resume(span: ReadableSpan = span, capture: Capture = capture) -> None:
+                self.submit(span, capture)
+
+            if self._store.park(capture, resume):
+                deadline = time.monotonic() + self.settings.max_response_wait_s
+                self._parked[span_id] = (span, capture, deadline)
+                return None
+        return self._build(span, capture)
+
+    def _expire_parked(self, final: bool) -> list[RequestRecord]:
+        if not self._parked:
+            return []
+        if final:
+            expired = list(self._parked)
+        else:
+            now = time.monotonic()
+            expired = [sid for sid, (_, _, deadline) in self._parked.items() if deadline <= now]
+            over = len(self._parked) - len(expired) - MAX_PARKED
+            if over > 0:  # too many long-running streams: record the oldest as they are
+                due = set(expired)
+                expired += [sid for sid in self._parked if sid not in due][:over]
+        records = []
+        for sid in expired:
+            span, capture, _ = self._parked.pop(sid)
+            self._counters["partial_responses"] += 1
+            record = self._build(span, capture)
+            if record is not None:
+                records.append(record)
+        return records
+
+    def _resolve_consumer(self, capture: Capture | None) -> Consumer | None:
+        if capture is None:
+            return None
+        if capture.consumer is not None:
+            return capture.consumer
+        header = self.settings.consumer_header
+        if header:
+            value = capture.header(header.lower())
+            if value:
+                return make_consumer(value)
+        if capture.baggage_consumer:
+            return make_consumer(capture.baggage_consumer)
+        return None
+
+    def _build(self, span: ReadableSpan, capture: Capture | None) -> RequestRecord | None:
+        try:
+            record = from_span(span, capture, consumer=self._resolve_consumer(capture))
+            if record is None:
+                return None
+            if not self.settings.capture_headers:
+                record = dataclasses.replace(record, request_headers=(), response_headers=())
+            return self._masker.mask_record(record)
+        except Exception as exc:
+            self._counters["failed"] += 1
+            _log.failure("record.build", "could not build a request record; request skipped", exc)
+            return None
+
+    def _deliver(self, records: list[RequestRecord]) -> None:
+        for destination in self.destinations:
+            try:
+                destination.export(records)
+            except Exception as exc:
+                self._counters["failed"] += len(records)
+                _log.failure(f"deliver.{destination.name}", "destination failed to take a batch", exc)
+        self._counters["records_exported"] += len(records)
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        """Process everything queued now and flush the destinations.
+
+        Spans whose response is still streaming stay parked until it ends.
+        """
+        if self._stopped:
+            return False
+        self._drain(final=False)
+        timeout_s = timeout_millis / 1000
+        return all(d.force_flush(timeout_s) for d in self.destinations)
+
+    def shutdown(self, timeout_millis: int = 30000) -> None:
+        """Process everything (parked spans as they are), then close the destinations."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self._wake.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout_millis / 1000)
+        self._drain(final=True)
+        for destination in self.destinations:
+            try:
+                destination.shutdown(timeout_millis / 1000)
+            except Exception as exc:
+                _log.failure(f"shutdown.{destination.name}", "destination failed to shut down", exc)
+        dropped = self._counters["dropped_queue_full"] + self._counters["failed"]
+        if dropped:
+            _logger.warning("spanlytics dropped %d request(s) in this process: %s", dropped, self.stats())
+
+    def stats(self) -> dict[str, int]:
+        """Counters for this exporter (received, exported, dropped by reason, ...)."""
+        counters = dict(self._counters)
+        counters["queued"] = len(self._queue)
+        counters["parked"] = len(self._parked)
+        return counters

@@ -1,0 +1,63 @@
+"""The span processor: links captures to HTTP server spans, hands finished ones to spanlytics.
+
+>>> provider.add_span_processor(SpanlyticsProcessor(SpanlyticsExporter()))  # doctest: +SKIP
+
+``spanlytics.configure()`` does exactly this on the app's existing TracerProvider.
+
+* ``on_start`` (request path, inside the capture middleware's context): remember which
+  capture belongs to this server span, and pick up the ``spanlytics.consumer.id`` baggage.
+  It sets no attribute, so other exporters see the span exactly as without spanlytics.
+* ``on_end``: pass server spans to the exporter's queue (an append; the mapping, masking and
+  storage happen on the exporter's background thread). Without an exporter (the zero-code
+  set-up, where the SDK wraps the exporter in its own BatchSpanProcessor) it only links.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from opentelemetry import baggage
+from opentelemetry.context import Context
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
+from opentelemetry.trace import SpanKind
+
+from spanlytics.capture.state import STORE, CaptureStore, current_capture
+from spanlytics.consumer import BAGGAGE_CONSUMER_ID
+
+if TYPE_CHECKING:
+    from spanlytics.exporter import SpanlyticsExporter
+
+
+class SpanlyticsProcessor(SpanProcessor):
+    """Enriches HTTP server spans with captured data through a side channel."""
+
+    def __init__(self, exporter: SpanlyticsExporter | None = None, store: CaptureStore = STORE) -> None:
+        self.exporter = exporter
+        self._store = store
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        if span.kind is not SpanKind.SERVER:
+            return
+        capture = current_capture()
+        if capture is None or capture.span_id is not None:
+            return  # not a captured request, or a nested server span of one already linked
+        span_id = span.get_span_context().span_id
+        capture.span = span
+        capture.span_id = span_id
+        consumer_id = baggage.get_baggage(BAGGAGE_CONSUMER_ID, parent_context)
+        if consumer_id is not None:
+            capture.baggage_consumer = str(consumer_id)
+        self._store.register(span_id, capture)
+
+    def on_end(self, span: ReadableSpan) -> None:
+        if self.exporter is not None and span.kind is SpanKind.SERVER:
+            self.exporter.submit(span)
+
+    def shutdown(self) -> None:
+        if self.exporter is not None:
+            self.exporter.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        if self.exporter is None:
+            return True
+        return self.exporter.force_flush(timeout_millis)
