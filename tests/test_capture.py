@@ -1,0 +1,214 @@
+"""capture/: the ASGI and WSGI tees pass everything through untouched and stay bounded."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from spanlytics.capture import ASGICaptureMiddleware, CaptureOptions, WSGICaptureMiddleware
+from spanlytics.capture.state import Capture, CaptureStore, current_capture
+
+OPTIONS = CaptureOptions(max_body_bytes=8)
+
+
+# --- ASGI -------------------------------------------------------------------------------
+
+
+def run_asgi(app: Any, scope: dict[str, Any], incoming: list[dict[str, Any]]) -> tuple[list[Any], list[Any]]:
+    sent: list[Any] = []
+    received: list[Any] = []
+
+    async def receive() -> dict[str, Any]:
+        message = incoming.pop(0) if incoming else {"type": "http.disconnect"}
+        return message
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    async def main() -> None:
+        await app(scope, receive, send)
+
+    asyncio.run(main())
+    return sent, received
+
+
+def http_scope(**extra: Any) -> dict[str, Any]:
+    return {
+        "type": "http", "method": "POST", "path": "/up", "raw_path": b"/up", "query_string": b"a=1",
+        "scheme": "http", "http_version": "1.1", "client": ("127.0.0.1", 5000),
+        "headers": [(b"host", b"x"), (b"content-type", b"text/plain"), (b"content-length", b"12")],
+        **extra,
+    }
+
+
+def test_asgi_passes_the_same_message_objects_in_order() -> None:
+    seen_by_app: list[Any] = []
+    captures: list[Capture | None] = []
+    start = {"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]}
+    chunks = [{"type": "http.response.body", "body": b"hello ", "more_body": True},
+              {"type": "http.response.body", "body": b"world!!!!", "more_body": False}]
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        captures.append(current_capture())
+        seen_by_app.append(await receive())
+        seen_by_app.append(await receive())
+        await send(start)
+        for chunk in chunks:
+            await send(chunk)
+
+    incoming = [{"type": "http.request", "body": b"abcdef", "more_body": True},
+                {"type": "http.request", "body": b"ghijkl", "more_body": False}]
+    originals = list(incoming)
+    sent, _ = run_asgi(ASGICaptureMiddleware(app, OPTIONS), http_scope(), incoming)
+    assert seen_by_app == originals and all(a is b for a, b in zip(seen_by_app, originals, strict=True))
+    assert sent == [start, *chunks] and all(a is b for a, b in zip(sent, [start, *chunks], strict=True))
+    capture = captures[0]
+    assert capture is not None and capture.done
+    assert bytes(capture.request_body) == b"abcdefgh" and capture.request_truncated
+    assert capture.request_size == 12
+    assert bytes(capture.response_body) == b"hello wo" and capture.response_truncated
+    assert capture.response_size == 15 and capture.status == 200
+    assert capture.query == "a=1" and capture.client_ip == "127.0.0.1"
+    assert current_capture() is None
+
+
+def test_asgi_exceptions_propagate_and_capture_finishes() -> None:
+    captures: list[Capture | None] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        captures.append(current_capture())
+        raise RuntimeError("app bug")
+
+    with pytest.raises(RuntimeError, match="app bug"):
+        run_asgi(ASGICaptureMiddleware(app, OPTIONS), http_scope(), [])
+    assert captures[0] is not None and captures[0].done
+
+
+def test_asgi_other_scopes_pass_through() -> None:
+    calls: list[Any] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        calls.append((scope["type"], receive, send))
+
+    scope = {"type": "websocket", "path": "/ws"}
+    run_asgi(ASGICaptureMiddleware(app, OPTIONS), scope, [])
+    assert calls[0][0] == "websocket"
+
+
+def test_asgi_disabled_does_nothing() -> None:
+    captures: list[Capture | None] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        captures.append(current_capture())
+
+    run_asgi(ASGICaptureMiddleware(app, CaptureOptions(enabled=False)), http_scope(), [])
+    assert captures == [None]
+
+
+# --- WSGI -------------------------------------------------------------------------------
+
+
+def environ(body: bytes = b"", **extra: Any) -> dict[str, Any]:
+    return {
+        "REQUEST_METHOD": "POST", "PATH_INFO": "/up", "SCRIPT_NAME": "", "QUERY_STRING": "q=1",
+        "SERVER_PROTOCOL": "HTTP/1.1", "wsgi.url_scheme": "http", "REMOTE_ADDR": "127.0.0.1",
+        "CONTENT_TYPE": "text/plain", "CONTENT_LENGTH": str(len(body)), "HTTP_HOST": "x",
+        "HTTP_X_CONSUMER_ID": "acme", "wsgi.input": io.BytesIO(body), **extra,
+    }
+
+
+def test_wsgi_input_stays_fully_readable_in_every_way() -> None:
+    body = b"line one\nline two\nline three\n"
+    read: dict[str, Any] = {}
+    captures: list[Capture | None] = []
+
+    def app(env: dict[str, Any], start_response: Any) -> list[bytes]:
+        stream = env["wsgi.input"]
+        read["first"] = stream.readline()
+        read["two"] = stream.read(4)
+        read["lines"] = stream.readlines()
+        captures.append(current_capture())
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"ok"]
+
+    result = WSGICaptureMiddleware(app, CaptureOptions(max_body_bytes=1000))(environ(body), lambda *a: None)
+    assert read == {"first": b"line one\n", "two": b"line", "lines": [b" two\n", b"line three\n"]}
+    assert result == [b"ok"]
+    capture = captures[0]
+    assert capture is not None and bytes(capture.request_body) == body
+    assert capture.header("x-consumer-id") == "acme" and capture.header("content-type") == "text/plain"
+    assert capture.done and capture.status == 200
+
+
+def test_wsgi_list_response_is_returned_as_the_same_object() -> None:
+    payload = [b"a", b"b"]
+
+    def app(env: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response("201 Created", [])
+        return payload
+
+    assert WSGICaptureMiddleware(app, OPTIONS)(environ(), lambda *a: None) is payload
+
+
+class ClosingIterable:
+    def __init__(self, chunks: list[bytes]) -> None:
+        self.chunks = chunks
+        self.closed = False
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield from self.chunks
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_wsgi_streaming_close_is_propagated_and_finishes() -> None:
+    body = ClosingIterable([b"12345", b"67890", b"abc"])
+    captures: list[Capture | None] = []
+    written: list[bytes] = []
+
+    def app(env: dict[str, Any], start_response: Any) -> ClosingIterable:
+        write = start_response("200 OK", [("Content-Type", "text/plain")])
+        write(b"w")
+        captures.append(current_capture())
+        return body
+
+    result = WSGICaptureMiddleware(app, OPTIONS)(environ(), lambda *a: written.append)
+    capture = captures[0]
+    assert capture is not None and not capture.done  # still streaming
+    assert list(result) == [b"12345", b"67890", b"abc"]
+    assert written == [b"w"]
+    result.close()  # type: ignore[attr-defined]
+    assert body.closed and capture.done
+    assert capture.response_size == 14 and bytes(capture.response_body) == b"w1234567"
+
+
+def test_wsgi_exception_propagates_and_finishes() -> None:
+    captures: list[Capture | None] = []
+
+    def app(env: dict[str, Any], start_response: Any) -> list[bytes]:
+        captures.append(current_capture())
+        raise ValueError("boom")
+
+    with pytest.raises(ValueError, match="boom"):
+        WSGICaptureMiddleware(app, OPTIONS)(environ(), lambda *a: None)
+    assert captures[0] is not None and captures[0].done and current_capture() is None
+
+
+def test_store_is_bounded_and_parks_until_finish() -> None:
+    store = CaptureStore(max_entries=3)
+    captures = [Capture("GET", "/", "", "http", (), bodies=True, limit=4) for _ in range(5)]
+    for i, capture in enumerate(captures):
+        store.register(i, capture)
+    assert len(store) == 3 and store.evicted == 2
+    assert store.take(0) is None and store.take(4) is captures[4]
+    resumed: list[int] = []
+    assert store.park(captures[3], lambda: resumed.append(3))
+    store.finish(captures[3])
+    assert resumed == [3]
+    assert not store.park(captures[3], lambda: resumed.append(99))  # already finished
+    assert resumed == [3]

@@ -1,0 +1,144 @@
+"""exporter.py and processor.py: the span/capture join, bounds, isolation and lifecycle."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import flask
+from fastapi import FastAPI, Request
+from fastapi.testclient import TestClient
+from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+from opentelemetry.instrumentation.flask import FlaskInstrumentor
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
+
+import spanlytics
+from spanlytics.record import RequestRecord
+from tests.conftest import Pipeline
+
+
+class ListDestination:
+    """A real destination that keeps what it is given (for exporter-level tests)."""
+
+    name = "list"
+
+    def __init__(self) -> None:
+        self.records: list[RequestRecord] = []
+
+    def export(self, records: Sequence[RequestRecord]) -> None:
+        self.records.extend(records)
+
+    def force_flush(self, timeout_s: float = 10.0) -> bool:
+        return True
+
+    def shutdown(self, timeout_s: float = 10.0) -> None:
+        pass
+
+
+def test_flask_stream_ends_span_before_body_and_record_waits_for_it(pipeline: Pipeline) -> None:
+    release = threading.Event()
+
+    app = flask.Flask(__name__)
+
+    @app.get("/stream")
+    def stream() -> flask.Response:
+        def body() -> Iterator[bytes]:
+            yield b'{"part": 1'
+            release.wait(5)
+            yield b', "token": "late-secret"}'
+
+        return flask.Response(body(), content_type="application/json")
+
+    FlaskInstrumentor.instrument_app(app, tracer_provider=pipeline.provider)
+    spanlytics.instrument_app(app)
+    response = app.test_client().get("/stream", buffered=False)
+    iterator = iter(response.response)
+    assert next(iterator) == b'{"part": 1'
+    # Flask ended the server span already, but the body is still being sent.
+    assert any(s.kind is SpanKind.SERVER for s in pipeline.user_exporter.get_finished_spans())
+    assert pipeline.processor.force_flush()
+    assert pipeline.processor.exporter.stats()["parked"] == 1
+    release.set()
+    assert list(iterator) == [b', "token": "late-secret"}']
+    response.close()
+    (record,) = pipeline.records()
+    assert record.response_body == '{"part":1,"token":"[masked]"}'
+    assert record.response_size == len(b'{"part": 1, "token": "late-secret"}')
+    assert pipeline.processor.exporter.stats()["parked"] == 0
+
+
+def test_user_exporter_sees_identical_spans_with_and_without_spanlytics(tmp_path: Path) -> None:
+    def run(with_spanlytics: bool) -> list[tuple[str, Any, dict[str, Any]]]:
+        provider = TracerProvider()
+        user = InMemorySpanExporter()
+        provider.add_span_processor(SimpleSpanProcessor(user))
+        app = FastAPI()
+
+        @app.post("/login")
+        async def login(request: Request) -> dict[str, str]:
+            await request.json()
+            return {"access_token": "tok-secret-value"}
+
+        FastAPIInstrumentor.instrument_app(app, tracer_provider=provider)
+        if with_spanlytics:
+            spanlytics.configure(tracer_provider=provider, local_path=str(tmp_path / "x.db"))
+            spanlytics.instrument_app(app)
+        client = TestClient(app)
+        response = client.post(
+            "/login?api_key=qs-secret",
+            json={"password": "pw-secret"},
+            headers={"Authorization": "Bearer hdr-secret", "X-Consumer-Id": "acme"},
+        )
+        assert response.json() == {"access_token": "tok-secret-value"}
+        provider.shutdown()
+        return [
+            (s.name, s.kind, {k: v for k, v in (s.attributes or {}).items() if k != "net.peer.port"})
+            for s in user.get_finished_spans()
+        ]
+
+    without, with_ = run(False), run(True)
+    assert with_ == without
+    flat = repr(with_)
+    for secret in ("pw-secret", "tok-secret-value", "hdr-secret"):
+        assert secret not in flat
+
+
+def test_queue_is_bounded_and_drops_oldest(tmp_path: Path) -> None:
+    destination = ListDestination()
+    exporter = spanlytics.SpanlyticsExporter(destinations=[destination], max_queue_size=5, batch_size=100)
+    provider = TracerProvider()
+    memory = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    tracer = provider.get_tracer("t")
+    for i in range(12):
+        with tracer.start_as_current_span(
+            f"GET /{i}", kind=SpanKind.SERVER, attributes={"http.method": "GET", "http.target": f"/{i}"}
+        ):
+            pass
+    spans: list[ReadableSpan] = list(memory.get_finished_spans())
+    with exporter._drain_lock:  # hold the worker off so nothing drains while we enqueue
+        exporter.export(spans)
+    exporter.shutdown()
+    assert [r.path for r in destination.records] == [f"/{i}" for i in range(7, 12)]
+    stats = exporter.stats()
+    assert stats["dropped_queue_full"] == 7 and stats["records_exported"] == 5
+    exporter.export(spans[:1])
+    assert exporter.stats()["dropped_after_shutdown"] == 1
+
+
+def test_configure_is_idempotent_and_keeps_user_processors(tmp_path: Path) -> None:
+    provider = TracerProvider()
+    user = SimpleSpanProcessor(InMemorySpanExporter())
+    provider.add_span_processor(user)
+    first = spanlytics.configure(tracer_provider=provider, local_path=str(tmp_path / "a.db"))
+    second = spanlytics.configure(tracer_provider=provider, local_path=str(tmp_path / "b.db"))
+    assert first is second and first is not None
+    processors = provider._active_span_processor._span_processors
+    assert processors == (user, first)
+    assert spanlytics.configure(tracer_provider=provider, enabled=False) is None
+    provider.shutdown()

@@ -1,0 +1,156 @@
+"""record.py: spans from the real SDK (old, stable and dup semconv) -> RequestRecord."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
+
+from spanlytics.capture.state import Capture
+from spanlytics.consumer import Consumer
+from spanlytics.record import body_text, from_span, is_text_content_type, normalize_route
+
+OLD = {
+    "http.method": "POST",
+    "http.scheme": "http",
+    "http.host": "api.example.com:8080",
+    "net.host.port": 8080,
+    "http.target": "/items/7",
+    "http.url": "http://api.example.com:8080/items/7?verbose=1",
+    "http.flavor": "1.1",
+    "http.user_agent": "curl/8",
+    "net.peer.ip": "10.1.2.3",
+    "http.route": "/items/{item_id}",
+    "http.status_code": 201,
+}
+STABLE = {
+    "http.request.method": "POST",
+    "url.scheme": "http",
+    "server.address": "api.example.com",
+    "server.port": 8080,
+    "url.path": "/items/7",
+    "url.query": "verbose=1",
+    "network.protocol.version": "1.1",
+    "user_agent.original": "curl/8",
+    "client.address": "10.1.2.3",
+    "http.route": "/items/{item_id}",
+    "http.response.status_code": 201,
+}
+
+
+def make_span(attributes: dict[str, Any], kind: SpanKind = SpanKind.SERVER, error: bool = False) -> ReadableSpan:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("test")
+    with tracer.start_as_current_span("span", kind=kind, attributes=attributes, record_exception=True):
+        if error:
+            try:
+                raise KeyError("missing thing")
+            except KeyError as exc:
+                from opentelemetry import trace
+
+                trace.get_current_span().record_exception(exc)
+    (span,) = exporter.get_finished_spans()
+    return span
+
+
+def comparable(span: ReadableSpan) -> tuple[Any, ...]:
+    record = from_span(span)
+    assert record is not None
+    return (
+        record.method, record.route, record.path, record.query, record.url, record.status,
+        record.client_ip, record.user_agent, record.http_version, record.scheme, record.host,
+    )
+
+
+def test_old_stable_and_dup_conventions_give_the_same_record() -> None:
+    old = comparable(make_span(OLD))
+    assert old == comparable(make_span(STABLE)) == comparable(make_span({**OLD, **STABLE}))
+    assert old == (
+        "POST", "/items/{item_id}", "/items/7", "verbose=1",
+        "http://api.example.com:8080/items/7?verbose=1", 201, "10.1.2.3", "curl/8", "1.1", "http",
+        "api.example.com:8080",
+    )
+
+
+def test_flask_routes_are_normalised() -> None:
+    assert normalize_route("/items/<int:item_id>/tags/<tag>") == "/items/{item_id}/tags/{tag}"
+    assert normalize_route("/files/<path:rest>") == "/files/{rest}"
+    assert normalize_route("/plain") == "/plain"
+    assert normalize_route(None) is None
+    record = from_span(make_span({**OLD, "http.route": "/items/<int:item_id>"}))
+    assert record is not None and record.route == "/items/{item_id}"
+
+
+def test_unmatched_route_is_none_and_default_port_is_dropped() -> None:
+    attrs = {k: v for k, v in STABLE.items() if k != "http.route"} | {"server.port": 80}
+    record = from_span(make_span(attrs))
+    assert record is not None
+    assert record.route is None
+    assert record.url == "http://api.example.com/items/7?verbose=1"
+
+
+@pytest.mark.parametrize("kind", [SpanKind.INTERNAL, SpanKind.CLIENT, SpanKind.CONSUMER])
+def test_non_server_spans_give_no_record(kind: SpanKind) -> None:
+    assert from_span(make_span(OLD, kind=kind)) is None
+
+
+def test_server_span_without_http_attributes_gives_no_record() -> None:
+    assert from_span(make_span({"rpc.system": "grpc"})) is None
+
+
+def test_exception_event_is_read() -> None:
+    record = from_span(make_span(STABLE, error=True))
+    assert record is not None and record.exception is not None
+    assert record.exception.type == "KeyError"
+    assert "missing thing" in record.exception.message
+    assert "Traceback" in record.exception.stacktrace
+
+
+def test_consumer_from_span_attributes_and_enduser() -> None:
+    record = from_span(make_span({**STABLE, "spanlytics.consumer.id": "acme", "spanlytics.consumer.group": "g"}))
+    assert record is not None and record.consumer == Consumer("acme", group="g")
+    record = from_span(make_span({**STABLE, "enduser.id": "user-9"}))
+    assert record is not None and record.consumer == Consumer("user-9")
+    given = Consumer("explicit")
+    record = from_span(make_span({**STABLE, "enduser.id": "user-9"}), consumer=given)
+    assert record is not None and record.consumer is given
+
+
+def test_capture_wins_over_span_attributes() -> None:
+    capture = Capture(
+        "POST", "/items/7", "verbose=1&x=2", "https",
+        (("host", "public.example"), ("content-type", "application/json"), ("user-agent", "ua/1")),
+        bodies=True, limit=10, declared_request_size=None, client_ip="192.0.2.1", http_version="2",
+    )
+    capture.add_request_chunk(b'{"a": 1, "b": 2}', 16)
+    capture.status = 418
+    capture.response_headers = (("content-type", "image/png"),)
+    capture.add_response_chunk(b"\x89PNG....")
+    record = from_span(make_span(OLD), capture)
+    assert record is not None
+    assert record.url == "https://public.example/items/7?verbose=1&x=2"
+    assert record.status == 418
+    assert record.client_ip == "192.0.2.1" and record.user_agent == "ua/1" and record.http_version == "2"
+    assert record.request_body == '{"a": 1, "'  # cut at the 10-byte cap
+    assert record.request_body_truncated and record.request_size == 16
+    assert record.response_body == "[body omitted: 8 bytes of image/png]"
+    assert record.response_size == 8
+
+
+def test_body_text_rules() -> None:
+    assert body_text(None, "application/json", 0) is None
+    assert body_text(b"", "text/plain", 0) is None
+    assert body_text(b"\xff\xfeok", "text/plain", 4) == "\ufffd\ufffdok"
+    assert body_text(b"abc", None, 3) == "abc"
+    assert body_text(b"abc", "application/octet-stream", 3) == "[body omitted: 3 bytes of application/octet-stream]"
+    for ctype in ("application/json", "application/vnd.api+json; charset=utf-8", "text/html",
+                  "application/x-www-form-urlencoded", "application/xml", "application/problem+json"):
+        assert is_text_content_type(ctype), ctype
+    for ctype in ("image/png", "multipart/form-data; boundary=x", "application/pdf"):
+        assert not is_text_content_type(ctype), ctype
