@@ -82,6 +82,8 @@ def test_flask_routes_are_normalised() -> None:
     assert normalize_route("/items/<int:item_id>/tags/<tag>") == "/items/{item_id}/tags/{tag}"
     assert normalize_route("/files/<path:rest>") == "/files/{rest}"
     assert normalize_route("/plain") == "/plain"
+    assert normalize_route("/items/{item_id:int}/{rest:path}") == "/items/{item_id}/{rest}"
+    assert normalize_route("/users/{user_id}") == "/users/{user_id}"
     assert normalize_route(None) is None
     record = from_span(make_span({**OLD, "http.route": "/items/<int:item_id>"}))
     assert record is not None and record.route == "/items/{item_id}"

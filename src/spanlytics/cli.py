@@ -83,7 +83,12 @@ def _drive_traffic(base: str, rounds: int) -> int:
         def call(method: str, path: str, key: str | None = None, **kwargs: object) -> None:
             nonlocal sent
             headers = {"Authorization": f"Bearer {key}"} if key else {}
-            http.request(method, base + path, headers=headers, timeout=10, **kwargs)  # type: ignore[arg-type]
+            try:
+                http.request(method, base + path, headers=headers, timeout=10, **kwargs)  # type: ignore[arg-type]
+            except requests.ConnectionError:
+                # uvicorn closes a kept-alive connection after an unhandled error; reconnect once.
+                http.close()
+                http.request(method, base + path, headers=headers, timeout=10, **kwargs)  # type: ignore[arg-type]
             sent += 1
 
         for round_no in range(rounds):

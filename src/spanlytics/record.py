@@ -127,6 +127,7 @@ _REQ_SIZE = ("http.request.body.size", "http.request_content_length")
 _RESP_SIZE = ("http.response.body.size", "http.response_content_length")
 
 _FLASK_PARAM = re.compile(r"<(?:[^<>:]+:)?([^<>:]+)>")
+_STARLETTE_CONVERTOR = re.compile(r"\{([^{}:]+):[^{}]*\}")
 _TEXT_TYPES = re.compile(
     r"^(?:text/|application/(?:[\w.+-]*\+)?(?:json|xml)\b|application/x-www-form-urlencoded\b"
     r"|application/(?:javascript|graphql|x-ndjson|ld\+json)\b)",
@@ -157,11 +158,17 @@ def _int(value: AttributeValue | None) -> int | None:
 
 
 def normalize_route(route: str | None) -> str | None:
-    """``/items/<int:item_id>`` (Flask/werkzeug) -> ``/items/{item_id}``; others unchanged."""
+    """One template syntax for every framework: ``/items/{item_id}``.
+
+    Flask/werkzeug ``/items/<int:item_id>`` and Starlette ``/items/{item_id:int}`` are
+    rewritten; FastAPI templates are already in that form.
+    """
     if not route:
         return None
     if "<" in route:
-        return _FLASK_PARAM.sub(r"{\1}", route)
+        route = _FLASK_PARAM.sub(r"{\1}", route)
+    if ":" in route:
+        route = _STARLETTE_CONVERTOR.sub(r"{\1}", route)
     return route
 
 

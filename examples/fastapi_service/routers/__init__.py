@@ -1,0 +1,1 @@
+"""API routers of the items service."""
