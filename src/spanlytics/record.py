@@ -252,7 +252,8 @@ def from_span(
     """
     if span.kind is not SpanKind.SERVER:
         return None
-    attrs: Mapping[str, AttributeValue] = span.attributes or {}
+    # One copy: the SDK's attribute mapping answers each lookup in Python, under a lock.
+    attrs: Mapping[str, AttributeValue] = dict(span.attributes or {})
     method = _str(_first(attrs, _METHOD))
     if method is None and capture is None:
         return None
