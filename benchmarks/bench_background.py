@@ -46,22 +46,39 @@ def make_inputs(count: int) -> list[tuple[ReadableSpan, Capture]]:
     tracer = provider.get_tracer("bench")
     for i in range(count):
         attrs = {
-            "http.method": "POST", "http.scheme": "http", "http.host": "127.0.0.1:8000",
-            "http.target": f"/orders/{i}", "http.route": "/orders/{order_id}", "http.status_code": 201,
-            "http.flavor": "1.1", "net.peer.ip": "127.0.0.1", "http.user_agent": "bench/1.0",
+            "http.method": "POST",
+            "http.scheme": "http",
+            "http.host": "127.0.0.1:8000",
+            "http.target": f"/orders/{i}",
+            "http.route": "/orders/{order_id}",
+            "http.status_code": 201,
+            "http.flavor": "1.1",
+            "net.peer.ip": "127.0.0.1",
+            "http.user_agent": "bench/1.0",
         }
         with tracer.start_as_current_span("POST /orders/{order_id}", kind=SpanKind.SERVER, attributes=attrs):
             pass
     inputs = []
     headers = (
-        ("host", "127.0.0.1:8000"), ("content-type", "application/json"), ("content-length", "1024"),
-        ("authorization", "Bearer sk_live_abcdef0123456789"), ("user-agent", "bench/1.0"),
-        ("accept", "application/json"), ("x-request-id", "req-123"),
+        ("host", "127.0.0.1:8000"),
+        ("content-type", "application/json"),
+        ("content-length", "1024"),
+        ("authorization", "Bearer sk_live_abcdef0123456789"),
+        ("user-agent", "bench/1.0"),
+        ("accept", "application/json"),
+        ("x-request-id", "req-123"),
     )
     for i, span in enumerate(memory.get_finished_spans()):
         capture = Capture(
-            "POST", f"/orders/{i}", "expand=items&api_key=qs-secret", "http", headers,
-            bodies=True, limit=64 * 1024, declared_request_size=1024, client_ip="127.0.0.1",
+            "POST",
+            f"/orders/{i}",
+            "expand=items&api_key=qs-secret",
+            "http",
+            headers,
+            bodies=True,
+            limit=64 * 1024,
+            declared_request_size=1024,
+            client_ip="127.0.0.1",
         )
         capture.add_request_chunk(json_body(i, "password"), 1024)
         capture.status = 201

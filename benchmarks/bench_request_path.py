@@ -57,8 +57,19 @@ def free_port() -> int:
 def start(variant: str, db: Path) -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
     env = dict(os.environ, BENCH_VARIANT=variant, SPANLYTICS_LOCAL_PATH=str(db), PYTHONPATH=str(ROOT))
-    argv = [sys.executable, "-m", "uvicorn", "benchmarks.app:app", "--host", "127.0.0.1",
-            "--port", str(port), "--no-access-log", "--log-level", "warning"]
+    argv = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "benchmarks.app:app",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--no-access-log",
+        "--log-level",
+        "warning",
+    ]
     proc = subprocess.Popen(argv, cwd=ROOT, env=env)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -93,8 +104,12 @@ def run_wrk(wrk: str, url: str, seconds: int, connections: int, script: Path | N
     out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return {"rps": rps, "p50": parse_latency(out, "50"), "p99": parse_latency(out, "99"),
-            "non2xx": float(errors.group(1)) if errors else 0.0}
+    return {
+        "rps": rps,
+        "p50": parse_latency(out, "50"),
+        "p99": parse_latency(out, "99"),
+        "non2xx": float(errors.group(1)) if errors else 0.0,
+    }
 
 
 def main() -> None:
@@ -124,24 +139,34 @@ def main() -> None:
                     result = run_wrk(wrk, url, args.duration, args.connections, script)
                     result["rss_mb"] = rss_kb(proc.pid) / 1024
                     results[variant].append(result)
-                    print(f"round {round_no + 1} {variant:<11} {result['rps']:8.0f} req/s "
-                          f"p99 {result['p99']:6.2f} ms rss {result['rss_mb']:.1f} MB", flush=True)
+                    print(
+                        f"round {round_no + 1} {variant:<11} {result['rps']:8.0f} req/s "
+                        f"p99 {result['p99']:6.2f} ms rss {result['rss_mb']:.1f} MB",
+                        flush=True,
+                    )
                 finally:
                     proc.send_signal(signal.SIGTERM)
                     proc.wait(30)
     base = statistics.median(r["rps"] for r in results["otel"]) if "otel" in results else None
     bare = statistics.median(r["rps"] for r in results["bare"]) if "bare" in results else None
-    print(f"\nFastAPI {args.endpoint.upper()} {path}, uvicorn 1 worker, wrk -t1 -c{args.connections} "
-          f"-d{args.duration}s, {args.rounds} rounds, medians")
-    print(f"{'variant':<12}{'req/s':>9}{'min-max':>15}{'vs bare':>9}{'vs otel':>9}"
-          f"{'p50 ms':>9}{'p99 ms':>9}{'RSS MB':>9}")
+    print(
+        f"\nFastAPI {args.endpoint.upper()} {path}, uvicorn 1 worker, wrk -t1 -c{args.connections} "
+        f"-d{args.duration}s, {args.rounds} rounds, medians"
+    )
+    print(
+        f"{'variant':<12}{'req/s':>9}{'min-max':>15}{'vs bare':>9}{'vs otel':>9}"
+        f"{'p50 ms':>9}{'p99 ms':>9}{'RSS MB':>9}"
+    )
     for variant, runs in results.items():
         rps = [r["rps"] for r in runs]
         med = statistics.median(rps)
-        print(f"{variant:<12}{med:>9.0f}{f'{min(rps):.0f}-{max(rps):.0f}':>15}"
-              f"{(med / bare if bare else float('nan')):>9.2f}{(med / base if base else float('nan')):>9.2f}"
-              f"{statistics.median(r['p50'] for r in runs):>9.2f}{statistics.median(r['p99'] for r in runs):>9.2f}"
-              f"{statistics.median(r['rss_mb'] for r in runs):>9.1f}")
+        vs_bare = med / bare if bare else float("nan")
+        vs_otel = med / base if base else float("nan")
+        p50 = statistics.median(r["p50"] for r in runs)
+        p99 = statistics.median(r["p99"] for r in runs)
+        rss = statistics.median(r["rss_mb"] for r in runs)
+        spread = f"{min(rps):.0f}-{max(rps):.0f}"
+        print(f"{variant:<12}{med:>9.0f}{spread:>15}{vs_bare:>9.2f}{vs_otel:>9.2f}{p50:>9.2f}{p99:>9.2f}{rss:>9.1f}")
 
 
 if __name__ == "__main__":

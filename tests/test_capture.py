@@ -38,8 +38,14 @@ def run_asgi(app: Any, scope: dict[str, Any], incoming: list[dict[str, Any]]) ->
 
 def http_scope(**extra: Any) -> dict[str, Any]:
     return {
-        "type": "http", "method": "POST", "path": "/up", "raw_path": b"/up", "query_string": b"a=1",
-        "scheme": "http", "http_version": "1.1", "client": ("127.0.0.1", 5000),
+        "type": "http",
+        "method": "POST",
+        "path": "/up",
+        "raw_path": b"/up",
+        "query_string": b"a=1",
+        "scheme": "http",
+        "http_version": "1.1",
+        "client": ("127.0.0.1", 5000),
         "headers": [(b"host", b"x"), (b"content-type", b"text/plain"), (b"content-length", b"12")],
         **extra,
     }
@@ -49,8 +55,10 @@ def test_asgi_passes_the_same_message_objects_in_order() -> None:
     seen_by_app: list[Any] = []
     captures: list[Capture | None] = []
     start = {"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]}
-    chunks = [{"type": "http.response.body", "body": b"hello ", "more_body": True},
-              {"type": "http.response.body", "body": b"world!!!!", "more_body": False}]
+    chunks = [
+        {"type": "http.response.body", "body": b"hello ", "more_body": True},
+        {"type": "http.response.body", "body": b"world!!!!", "more_body": False},
+    ]
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
         captures.append(current_capture())
@@ -60,8 +68,10 @@ def test_asgi_passes_the_same_message_objects_in_order() -> None:
         for chunk in chunks:
             await send(chunk)
 
-    incoming = [{"type": "http.request", "body": b"abcdef", "more_body": True},
-                {"type": "http.request", "body": b"ghijkl", "more_body": False}]
+    incoming = [
+        {"type": "http.request", "body": b"abcdef", "more_body": True},
+        {"type": "http.request", "body": b"ghijkl", "more_body": False},
+    ]
     originals = list(incoming)
     sent, _ = run_asgi(ASGICaptureMiddleware(app, OPTIONS), http_scope(), incoming)
     assert seen_by_app == originals and all(a is b for a, b in zip(seen_by_app, originals, strict=True))
@@ -114,10 +124,19 @@ def test_asgi_disabled_does_nothing() -> None:
 
 def environ(body: bytes = b"", **extra: Any) -> dict[str, Any]:
     return {
-        "REQUEST_METHOD": "POST", "PATH_INFO": "/up", "SCRIPT_NAME": "", "QUERY_STRING": "q=1",
-        "SERVER_PROTOCOL": "HTTP/1.1", "wsgi.url_scheme": "http", "REMOTE_ADDR": "127.0.0.1",
-        "CONTENT_TYPE": "text/plain", "CONTENT_LENGTH": str(len(body)), "HTTP_HOST": "x",
-        "HTTP_X_CONSUMER_ID": "acme", "wsgi.input": io.BytesIO(body), **extra,
+        "REQUEST_METHOD": "POST",
+        "PATH_INFO": "/up",
+        "SCRIPT_NAME": "",
+        "QUERY_STRING": "q=1",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "wsgi.url_scheme": "http",
+        "REMOTE_ADDR": "127.0.0.1",
+        "CONTENT_TYPE": "text/plain",
+        "CONTENT_LENGTH": str(len(body)),
+        "HTTP_HOST": "x",
+        "HTTP_X_CONSUMER_ID": "acme",
+        "wsgi.input": io.BytesIO(body),
+        **extra,
     }
 
 

@@ -17,14 +17,18 @@ def test_demo_runs_the_example_and_reports(tmp_path: Path) -> None:
     db = tmp_path / "demo.db"
     demo = subprocess.run(
         [*SPANLYTICS, "demo", "--db", str(db), "--rounds", "2"],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert demo.returncode == 0, demo.stderr
     assert "Sent " in demo.stdout and "/items/{item_id}" in demo.stdout
     sent = int(demo.stdout.split("Sent ", 1)[1].split()[0])
     report = json.loads(
-        subprocess.run([*SPANLYTICS, "report", "--db", str(db), "--json"],
-                       capture_output=True, text=True, check=True).stdout
+        subprocess.run(
+            [*SPANLYTICS, "report", "--db", str(db), "--json"], capture_output=True, text=True, check=True
+        ).stdout
     )
     endpoints = {(e["method"], e["route"]): e for e in report["endpoints"]}
     counted = sum(e["count"] for e in report["endpoints"]) - endpoints[("GET", "/healthz")]["count"]
@@ -41,8 +45,9 @@ def test_demo_runs_the_example_and_reports(tmp_path: Path) -> None:
 
 
 def test_report_errors_are_clear(tmp_path: Path) -> None:
-    missing = subprocess.run([*SPANLYTICS, "report", "--db", str(tmp_path / "none.db")],
-                             capture_output=True, text=True)
+    missing = subprocess.run(
+        [*SPANLYTICS, "report", "--db", str(tmp_path / "none.db")], capture_output=True, text=True
+    )
     assert missing.returncode == 1 and "no spanlytics database" in missing.stderr
     bad = subprocess.run([*SPANLYTICS, "report", "--since", "soon"], capture_output=True, text=True)
     assert bad.returncode == 2 and "invalid --since" in bad.stderr

@@ -34,7 +34,8 @@ def run_traffic(base: str) -> list[dict[str, Any]]:
 
     def call(method: str, path: str, expect: dict[str, Any], **kwargs: Any) -> requests.Response:
         response = http.request(method, base + path, timeout=10, **kwargs)
-        expected.append({"method": method, "path": path.split("?")[0], "status": response.status_code, **expect})
+        path = path.split("?", maxsplit=1)[0]
+        expected.append({"method": method, "path": path, "status": response.status_code, **expect})
         return response
 
     # set_consumer inside the handler
@@ -42,7 +43,9 @@ def run_traffic(base: str) -> list[dict[str, Any]]:
     call("GET", "/items/2?consumer=acme", {"route": "/items/{item_id}", "consumer": ("acme", "set")})
     # the identify_consumer callback
     call(
-        "GET", "/items/3", {"route": "/items/{item_id}", "consumer": ("globex", "cb")},
+        "GET",
+        "/items/3",
+        {"route": "/items/{item_id}", "consumer": ("globex", "cb")},
         headers={"X-Callback-Consumer": "globex"},
     )
     # the configured header (SPANLYTICS_CONSUMER_HEADER=X-Consumer-Id)
@@ -62,8 +65,11 @@ def run_traffic(base: str) -> list[dict[str, Any]]:
     assert r.text == "hello"
     # malformed JSON under a JSON content type
     r = call(
-        "POST", "/echo", {"route": "/echo", "consumer": None},
-        data=b'{"password": "unterminated-secret', headers={"Content-Type": "application/json"},
+        "POST",
+        "/echo",
+        {"route": "/echo", "consumer": None},
+        data=b'{"password": "unterminated-secret',
+        headers={"Content-Type": "application/json"},
     )
     assert r.content == b'{"password": "unterminated-secret'
     call("GET", "/nope", {"route": None, "consumer": None})  # unmatched route
@@ -114,9 +120,7 @@ def test_records_after_sigterm(server: str, tmp_path: Path) -> None:
         expected = run_traffic(proc.base_url)
     finally:
         assert proc.stop() in (0, -15), proc.log()
-    records = sorted(
-        (r for r in iter_records(db) if r.path != "/healthz"), key=lambda r: r.start_time_ns
-    )
+    records = sorted((r for r in iter_records(db) if r.path != "/healthz"), key=lambda r: r.start_time_ns)
     check_records(records, expected)
     log = proc.log()
     for secret in ("hunter2-secret", "k-123-secret", "sk_live_7f3c9a1e55b0", "secret-token-123"):
@@ -124,7 +128,9 @@ def test_records_after_sigterm(server: str, tmp_path: Path) -> None:
 
     report = subprocess.run(
         [sys.executable, "-m", "spanlytics.cli", "report", "--db", str(db), "--json"],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     data = json.loads(report.stdout)
     endpoints = {(e["method"], e["route"]): e for e in data["endpoints"]}

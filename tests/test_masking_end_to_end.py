@@ -18,9 +18,30 @@ from tests.conftest import db_bytes
 from tests.support.servers import free_port, start_server, uvicorn_argv
 
 FIELD_NAMES = [
-    "password", "passwd", "pwd", "secret", "token", "auth", "api_key", "apikey", "api-key",
-    "credential", "private_key", "privateKey", "card_number", "cardNumber", "cvv", "cvc", "ccv",
-    "ssn", "session", "cookie", "accessToken", "client_secret", "userPassword", "X-Api-Key",
+    "password",
+    "passwd",
+    "pwd",
+    "secret",
+    "token",
+    "auth",
+    "api_key",
+    "apikey",
+    "api-key",
+    "credential",
+    "private_key",
+    "privateKey",
+    "card_number",
+    "cardNumber",
+    "cvv",
+    "cvc",
+    "ccv",
+    "ssn",
+    "session",
+    "cookie",
+    "accessToken",
+    "client_secret",
+    "userPassword",
+    "X-Api-Key",
 ]
 HEADER_NAMES = ["Authorization", "X-Api-Key", "X-Auth-Token", "X-Session-Id", "X-CSRF-Token", "Cookie"]
 SENSITIVE = re.compile(
@@ -63,7 +84,9 @@ def test_secrets_never_reach_the_store(tmp_path: Path) -> None:
     port = free_port()
     server = start_server(
         uvicorn_argv("tests.support.edge_apps:fastapi_app", port),
-        port=port, log_dir=tmp_path, env={"SPANLYTICS_LOCAL_PATH": str(db)},
+        port=port,
+        log_dir=tmp_path,
+        env={"SPANLYTICS_LOCAL_PATH": str(db)},
     )
     sent_secrets: list[str] = []
     kept_values: list[str] = []
@@ -79,8 +102,14 @@ def test_secrets_never_reach_the_store(tmp_path: Path) -> None:
             secrets=st.lists(secrets_, min_size=3, max_size=3),
             plain=plain_values,
         )
-        def exchange(payload: tuple[Any, str, list[str]], header: str, query: str, form_field: str,
-                     secrets: list[str], plain: str) -> None:
+        def exchange(
+            payload: tuple[Any, str, list[str]],
+            header: str,
+            query: str,
+            form_field: str,
+            secrets: list[str],
+            plain: str,
+        ) -> None:
             document, secret, kept = payload
             header_secret, query_secret, form_secret = secrets
             sent_secrets.extend([secret, *secrets])

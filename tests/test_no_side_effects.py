@@ -28,7 +28,9 @@ def _req(method: str, path: str, headers: dict[str, str] | None = None, body: by
 
 
 def _chunked(body: bytes, size: int = 1000) -> bytes:
-    parts = [b"%x\r\n%s\r\n" % (len(body[i : i + size]), body[i : i + size]) for i in range(0, len(body), size)]
+    parts = [
+        b"%x\r\n%s\r\n" % (len(body[i : i + size]), body[i : i + size]) for i in range(0, len(body), size)
+    ]
     return b"".join(parts) + b"0\r\n\r\n"
 
 

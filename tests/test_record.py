@@ -42,7 +42,9 @@ STABLE = {
 }
 
 
-def make_span(attributes: dict[str, Any], kind: SpanKind = SpanKind.SERVER, error: bool = False) -> ReadableSpan:
+def make_span(
+    attributes: dict[str, Any], kind: SpanKind = SpanKind.SERVER, error: bool = False
+) -> ReadableSpan:
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
@@ -63,8 +65,17 @@ def comparable(span: ReadableSpan) -> tuple[Any, ...]:
     record = from_span(span)
     assert record is not None
     return (
-        record.method, record.route, record.path, record.query, record.url, record.status,
-        record.client_ip, record.user_agent, record.http_version, record.scheme, record.host,
+        record.method,
+        record.route,
+        record.path,
+        record.query,
+        record.url,
+        record.status,
+        record.client_ip,
+        record.user_agent,
+        record.http_version,
+        record.scheme,
+        record.host,
     )
 
 
@@ -72,8 +83,16 @@ def test_old_stable_and_dup_conventions_give_the_same_record() -> None:
     old = comparable(make_span(OLD))
     assert old == comparable(make_span(STABLE)) == comparable(make_span({**OLD, **STABLE}))
     assert old == (
-        "POST", "/items/{item_id}", "/items/7", "verbose=1",
-        "http://api.example.com:8080/items/7?verbose=1", 201, "10.1.2.3", "curl/8", "1.1", "http",
+        "POST",
+        "/items/{item_id}",
+        "/items/7",
+        "verbose=1",
+        "http://api.example.com:8080/items/7?verbose=1",
+        201,
+        "10.1.2.3",
+        "curl/8",
+        "1.1",
+        "http",
         "api.example.com:8080",
     )
 
@@ -115,7 +134,9 @@ def test_exception_event_is_read() -> None:
 
 
 def test_consumer_from_span_attributes_and_enduser() -> None:
-    record = from_span(make_span({**STABLE, "spanlytics.consumer.id": "acme", "spanlytics.consumer.group": "g"}))
+    record = from_span(
+        make_span({**STABLE, "spanlytics.consumer.id": "acme", "spanlytics.consumer.group": "g"})
+    )
     assert record is not None and record.consumer == Consumer("acme", group="g")
     record = from_span(make_span({**STABLE, "enduser.id": "user-9"}))
     assert record is not None and record.consumer == Consumer("user-9")
@@ -126,9 +147,16 @@ def test_consumer_from_span_attributes_and_enduser() -> None:
 
 def test_capture_wins_over_span_attributes() -> None:
     capture = Capture(
-        "POST", "/items/7", "verbose=1&x=2", "https",
+        "POST",
+        "/items/7",
+        "verbose=1&x=2",
+        "https",
         (("host", "public.example"), ("content-type", "application/json"), ("user-agent", "ua/1")),
-        bodies=True, limit=10, declared_request_size=None, client_ip="192.0.2.1", http_version="2",
+        bodies=True,
+        limit=10,
+        declared_request_size=None,
+        client_ip="192.0.2.1",
+        http_version="2",
     )
     capture.add_request_chunk(b'{"a": 1, "b": 2}', 16)
     capture.status = 418
@@ -150,9 +178,18 @@ def test_body_text_rules() -> None:
     assert body_text(b"", "text/plain", 0) is None
     assert body_text(b"\xff\xfeok", "text/plain", 4) == "\ufffd\ufffdok"
     assert body_text(b"abc", None, 3) == "abc"
-    assert body_text(b"abc", "application/octet-stream", 3) == "[body omitted: 3 bytes of application/octet-stream]"
-    for ctype in ("application/json", "application/vnd.api+json; charset=utf-8", "text/html",
-                  "application/x-www-form-urlencoded", "application/xml", "application/problem+json"):
+    assert (
+        body_text(b"abc", "application/octet-stream", 3)
+        == "[body omitted: 3 bytes of application/octet-stream]"
+    )
+    for ctype in (
+        "application/json",
+        "application/vnd.api+json; charset=utf-8",
+        "text/html",
+        "application/x-www-form-urlencoded",
+        "application/xml",
+        "application/problem+json",
+    ):
         assert is_text_content_type(ctype), ctype
     for ctype in ("image/png", "multipart/form-data; boundary=x", "application/pdf"):
         assert not is_text_content_type(ctype), ctype

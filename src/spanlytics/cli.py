@@ -96,7 +96,9 @@ def _drive_traffic(base: str, rounds: int) -> int:
                 for _ in range(weight):
                     call("GET", "/items", key)
                     call("GET", f"/items/{1 + round_no % 3}", key)
-                call("POST", "/items", key, json={"name": f"Widget {round_no}", "price": 9.5, "tags": ["demo"]})
+                call(
+                    "POST", "/items", key, json={"name": f"Widget {round_no}", "price": 9.5, "tags": ["demo"]}
+                )
                 call("POST", "/items", key, json={"name": "", "price": -1})  # 422
                 call("GET", "/items/999999", key)  # 404
             call("GET", "/reports/slow", keys[round_no % len(keys)], params={"delay_ms": 250})

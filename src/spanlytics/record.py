@@ -302,9 +302,7 @@ def from_span(
         user_agent = capture.header("user-agent") or user_agent
         http_version = capture.http_version or http_version
 
-    authority = host_header or _authority(
-        scheme, _str(_first(attrs, _HOST)), _int(_first(attrs, _PORT))
-    )
+    authority = host_header or _authority(scheme, _str(_first(attrs, _HOST)), _int(_first(attrs, _PORT)))
     url = f"{scheme}://{authority}{path}"
     if query:
         url = f"{url}?{query}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 from spanlytics.capture.asgi import ASGIApp, ASGICaptureMiddleware
@@ -15,7 +16,7 @@ App = TypeVar("App")
 _MARK = "_spanlytics_capture_installed"
 
 
-def _otel_instrument_asgi(app: Any) -> ASGIApp | None:
+def _otel_instrument_asgi(app: Any) -> Callable[[ASGIApp], ASGIApp] | None:
     """Apply the framework's standard OTel instrumentor, or return a raw-middleware wrapper.
 
     Returns None when the app is (now) instrumented by its framework instrumentor, else a
@@ -43,7 +44,11 @@ def _otel_instrument_asgi(app: Any) -> ASGIApp | None:
         _logger.info("no FastAPI/Starlette instrumentor installed; using the generic ASGI one")
     from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 
-    return OpenTelemetryMiddleware  # type: ignore[no-any-return]
+    def wrap(stack: ASGIApp) -> ASGIApp:
+        middleware: ASGIApp = OpenTelemetryMiddleware(stack)
+        return middleware
+
+    return wrap
 
 
 def instrument_app(app: App, *, options: CaptureOptions | None = None) -> App:
@@ -78,7 +83,7 @@ def instrument_app(app: App, *, options: CaptureOptions | None = None) -> App:
         if not getattr(target, "_is_instrumented_by_opentelemetry", False):
             from opentelemetry.instrumentation.flask import FlaskInstrumentor
 
-            FlaskInstrumentor.instrument_app(target)
+            FlaskInstrumentor.instrument_app(target)  # type: ignore[no-untyped-call]
         target.wsgi_app = WSGICaptureMiddleware(target.wsgi_app, options)
     else:
         raise TypeError(

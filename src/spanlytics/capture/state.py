@@ -26,9 +26,7 @@ from spanlytics.consumer import Consumer
 if TYPE_CHECKING:
     from opentelemetry.trace import Span
 
-_current: contextvars.ContextVar[Capture | None] = contextvars.ContextVar(
-    "spanlytics_capture", default=None
-)
+_current: contextvars.ContextVar[Capture | None] = contextvars.ContextVar("spanlytics_capture", default=None)
 
 
 def current_capture() -> Capture | None:
