@@ -49,5 +49,9 @@ def test_report_errors_are_clear(tmp_path: Path) -> None:
         [*SPANLYTICS, "report", "--db", str(tmp_path / "none.db")], capture_output=True, text=True
     )
     assert missing.returncode == 1 and "no spanlytics database" in missing.stderr
+    not_sqlite = tmp_path / "notes.txt"
+    not_sqlite.write_text("hello")
+    foreign = subprocess.run([*SPANLYTICS, "report", "--db", str(not_sqlite)], capture_output=True, text=True)
+    assert foreign.returncode == 1 and "Traceback" not in foreign.stderr
     bad = subprocess.run([*SPANLYTICS, "report", "--since", "soon"], capture_output=True, text=True)
     assert bad.returncode == 2 and "invalid --since" in bad.stderr

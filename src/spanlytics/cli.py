@@ -13,6 +13,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from spanlytics.destinations.local import SchemaError
 from spanlytics.report import build_report, format_report, parse_duration
 
 DEFAULT_DB = "./spanlytics.db"
@@ -27,7 +28,7 @@ def _report(args: argparse.Namespace) -> int:
         return 2
     try:
         report = build_report(args.db, since_s=since)
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, SchemaError) as exc:
         print(f"spanlytics: {exc}", file=sys.stderr)
         return 1
     if args.json:

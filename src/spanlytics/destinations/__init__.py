@@ -1,0 +1,39 @@
+"""Where masked records go: one module per destination (``local``, ``readme``, ``apitally``).
+
+A destination is an encoder plus a transport configuration. It sees only records that were
+already masked, and it is driven by spanlytics' single background worker per process::
+
+    store = LocalStore("./spanlytics.db")
+    store.export(masked_records)  # never raises; failures are logged (throttled) and counted
+    store.force_flush()
+    store.shutdown()
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from spanlytics.record import RequestRecord
+
+__all__ = ["Destination"]
+
+
+@runtime_checkable
+class Destination(Protocol):
+    """What the background worker needs from a destination.
+
+    ``export`` is called from one background worker thread per process with records that
+    are already masked. It must never raise: a failure is logged through a throttled logger
+    (never with record values) and the records are counted as dropped. ``force_flush`` and
+    ``shutdown`` may be called from another thread (an atexit hook, a signal handler).
+    """
+
+    name: str
+
+    def export(self, records: Sequence[RequestRecord]) -> None: ...
+
+    def force_flush(self, timeout_s: float = 10.0) -> bool: ...
+
+    def shutdown(self, timeout_s: float = 10.0) -> None: ...
