@@ -142,3 +142,20 @@ def test_configure_is_idempotent_and_keeps_user_processors(tmp_path: Path) -> No
     assert processors == (user, first)
     assert spanlytics.configure(tracer_provider=provider, enabled=False) is None
     provider.shutdown()
+
+
+def test_invalid_user_mask_pattern_disables_recording(caplog: Any) -> None:
+    destination = ListDestination()
+    exporter = spanlytics.SpanlyticsExporter(destinations=[destination], mask_fields=("unclosed(",))
+    assert "spanlytics is disabled" in caplog.text
+    provider = TracerProvider()
+    memory = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    with provider.get_tracer("t").start_as_current_span(
+        "GET /", kind=SpanKind.SERVER, attributes={"http.method": "GET", "http.target": "/?password=x"}
+    ):
+        pass
+    exporter.export(memory.get_finished_spans())
+    exporter.shutdown()
+    assert destination.records == []
+    assert exporter.stats()["dropped_after_shutdown"] == 1

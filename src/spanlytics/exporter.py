@@ -68,12 +68,17 @@ class SpanlyticsExporter(SpanExporter):
         **options: Any,
     ) -> None:
         self.settings = settings or Settings.resolve(**options)
-        self._masker = Masker(self.settings.masking_rules())
+        self._stopped = False
+        try:
+            self._masker = Masker(self.settings.masking_rules())
+        except ValueError as exc:
+            # Fail closed: without the user's masking rules nothing may be recorded.
+            _logger.error("spanlytics is disabled: %s", exc)
+            self._stopped = True
         self.destinations: list[Destination] = (
             list(destinations) if destinations is not None else build_destinations(self.settings)
         )
         self._store = store
-        self._stopped = False
         self._counters = {
             "spans_received": 0,
             "records_exported": 0,
