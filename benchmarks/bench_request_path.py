@@ -166,7 +166,9 @@ def main() -> None:
         p99 = statistics.median(r["p99"] for r in runs)
         rss = statistics.median(r["rss_mb"] for r in runs)
         spread = f"{min(rps):.0f}-{max(rps):.0f}"
-        print(f"{variant:<12}{med:>9.0f}{spread:>15}{vs_bare:>9.2f}{vs_otel:>9.2f}{p50:>9.2f}{p99:>9.2f}{rss:>9.1f}")
+        print(
+            f"{variant:<12}{med:>9.0f}{spread:>15}{vs_bare:>9.2f}{vs_otel:>9.2f}{p50:>9.2f}{p99:>9.2f}{rss:>9.1f}"
+        )
 
 
 if __name__ == "__main__":
