@@ -36,7 +36,7 @@ import logging
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Final, TypeAlias, TypeVar
+from typing import Final, TypeAlias, TypeVar
 from urllib.parse import quote, quote_plus, unquote_plus
 
 from spanlytics._throttle import ThrottledLogger
@@ -437,30 +437,42 @@ class Masker:
         return out
 
     def _walk(self, node: object, path: str, masks: list[MaskedField]) -> None:
-        """Mask ``node`` (fresh from json.loads, so ours to change) in place."""
-        if isinstance(node, dict):
-            children: Iterable[tuple[Any, object]] = node.items()  # same keys: safe to assign
-            form = "{}.{}"
-        elif isinstance(node, list):
-            children, form = enumerate(node), "{}[{}]"
-        else:
-            return
-        for key, value in children:
-            rule = self._field_rule(key) if form == "{}.{}" else None
-            if rule is not None and value is not None and value != "":
-                child = form.format(path, key)
-                raw = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
-                replacement = self._decide(child, raw, rule)
-                if replacement is not None:
-                    masks.append(MaskedField(child, rule))
-                    node[key] = replacement
-                    continue
-            if isinstance(value, dict | list):  # KEEP on a container still masks inside it
-                self._walk(value, form.format(path, key), masks)
-            elif isinstance(value, str) and value[:1] in ("{", "["):  # JSON sent as a string
-                inner = self._json_in_string(value, form.format(path, key), masks)
-                if inner is not None:
-                    node[key] = inner
+        """Mask ``node`` (fresh from json.loads, so ours to change) in place.
+
+        json.loads only makes plain dicts, lists and scalars, so exact ``type`` checks are
+        safe; this loop runs for every key of every masked body, so it stays lean.
+        """
+        if type(node) is dict:
+            cache = self._field_cache
+            for key, value in node.items():  # same keys: assigning during the loop is safe
+                try:
+                    rule = cache[key]
+                except KeyError:
+                    rule = self._rule(key, cache, "field")
+                if rule is not None and value is not None and value != "":
+                    child = f"{path}.{key}"
+                    raw = value if type(value) is str else json.dumps(value, ensure_ascii=False)
+                    replacement = self._decide(child, raw, rule)
+                    if replacement is not None:
+                        masks.append(MaskedField(child, rule))
+                        node[key] = replacement
+                        continue
+                kind = type(value)
+                if kind is dict or kind is list:  # KEEP on a container still masks inside it
+                    self._walk(value, f"{path}.{key}", masks)
+                elif kind is str and value[:1] in ("{", "["):  # JSON sent as a string
+                    inner = self._json_in_string(value, f"{path}.{key}", masks)
+                    if inner is not None:
+                        node[key] = inner
+        elif type(node) is list:
+            for index, value in enumerate(node):
+                kind = type(value)
+                if kind is dict or kind is list:
+                    self._walk(value, f"{path}[{index}]", masks)
+                elif kind is str and value[:1] in ("{", "["):
+                    inner = self._json_in_string(value, f"{path}[{index}]", masks)
+                    if inner is not None:
+                        node[index] = inner
 
     def _json_in_string(self, value: str, path: str, masks: list[MaskedField]) -> str | None:
         try:
