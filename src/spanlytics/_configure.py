@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import threading
 import weakref
+from types import FrameType
 from typing import Any
 
 from opentelemetry import trace
@@ -13,13 +16,13 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from spanlytics.capture.options import CaptureOptions, set_process_options
 from spanlytics.config import Settings
-from spanlytics.exporter import SpanlyticsExporter
+from spanlytics.exporter import LIVE_EXPORTERS, SpanlyticsExporter
 from spanlytics.processor import SpanlyticsProcessor
+from spanlytics.sampling import install_sampler
 
 _logger = logging.getLogger("spanlytics")
 _lock = threading.Lock()
 _installed: weakref.WeakKeyDictionary[TracerProvider, SpanlyticsProcessor] = weakref.WeakKeyDictionary()
-_exporters: weakref.WeakSet[SpanlyticsExporter] = weakref.WeakSet()
 
 
 def _sdk_provider(tracer_provider: trace.TracerProvider | None) -> TracerProvider | None:
@@ -41,9 +44,45 @@ def _sdk_provider(tracer_provider: trace.TracerProvider | None) -> TracerProvide
     return None
 
 
-def register_exporter(exporter: SpanlyticsExporter) -> None:
-    """Make :func:`flush` and :func:`shutdown` reach ``exporter`` (the zero-code path uses it)."""
-    _exporters.add(exporter)
+def attach(
+    provider: TracerProvider, settings: Settings, exporter: SpanlyticsExporter | None = None
+) -> SpanlyticsProcessor:
+    """Add spanlytics to ``provider`` once (feeding ``exporter`` if given, else a new one)."""
+    with _lock:
+        existing = _installed.get(provider)
+        if existing is not None:
+            return existing
+        exporter = exporter or SpanlyticsExporter(settings=settings)
+        processor = SpanlyticsProcessor(exporter)
+        provider.add_span_processor(processor)
+        _installed[provider] = processor
+    if settings.sampling_fidelity and install_sampler(provider):
+        _logger.debug("spanlytics wrapped the sampler so analytics count unsampled requests")
+    install_sigterm_flush()
+    return processor
+
+
+def install_sigterm_flush() -> None:
+    """Flush on SIGTERM where nobody handles it (``flask run``, plain scripts).
+
+    Only when SIGTERM still has its default action and we are on the main thread; the
+    default action then follows, so the process ends exactly as it would have. Servers that
+    handle SIGTERM themselves (gunicorn, uvicorn) replace this during serving; uvicorn hands
+    the signal back to it after its graceful shutdown, when exit hooks would not run.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return
+
+    def flush_then_terminate(signum: int, frame: FrameType | None) -> None:
+        try:
+            shutdown(timeout_s=5.0)
+        finally:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, flush_then_terminate)
 
 
 def configure(
@@ -66,22 +105,14 @@ def configure(
     (``SPANLYTICS_ENABLED=false``) or the provider is not an SDK one.
     """
     resolved = Settings.resolve(**settings)
+    provider = _sdk_provider(tracer_provider) if resolved.enabled else None
+    existing = _installed.get(provider) if provider is not None else None
+    if existing is not None:
+        return existing  # keep the options of the set-up that is already running
     set_process_options(CaptureOptions.from_settings(resolved))
-    if not resolved.enabled:
+    if provider is None:
         return None
-    with _lock:
-        provider = _sdk_provider(tracer_provider)
-        if provider is None:
-            return None
-        existing = _installed.get(provider)
-        if existing is not None:
-            return existing
-        exporter = SpanlyticsExporter(settings=resolved)
-        processor = SpanlyticsProcessor(exporter)
-        provider.add_span_processor(processor)
-        _installed[provider] = processor
-        register_exporter(exporter)
-        return processor
+    return attach(provider, resolved)
 
 
 def flush(timeout_s: float = 10.0) -> bool:
@@ -98,7 +129,7 @@ def flush(timeout_s: float = 10.0) -> bool:
     for known in list(_installed):
         if known is not provider:
             ok = known.force_flush(timeout_ms) and ok
-    for exporter in list(_exporters):
+    for exporter in list(LIVE_EXPORTERS):
         ok = exporter.force_flush(timeout_ms) and ok
     return ok
 
@@ -106,5 +137,5 @@ def flush(timeout_s: float = 10.0) -> bool:
 def shutdown(timeout_s: float = 10.0) -> None:
     """Flush and stop every spanlytics exporter in this process (idempotent)."""
     flush(timeout_s)
-    for exporter in list(_exporters):
+    for exporter in list(LIVE_EXPORTERS):
         exporter.shutdown(int(timeout_s * 1000))

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 from spanlytics._throttle import ThrottledLogger
 
 if TYPE_CHECKING:
+    from spanlytics.consumer import ConsumerSources
+    from spanlytics.exclusions import Exclusions
     from spanlytics.masking import MaskingRules
 
 _log = ThrottledLogger(logging.getLogger("spanlytics.config"))
@@ -73,6 +75,12 @@ _ENV_PARSERS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "capture_headers": ("SPANLYTICS_CAPTURE_HEADERS", _bool),
     "max_body_bytes": ("SPANLYTICS_MAX_BODY_BYTES", _non_negative_int),
     "consumer_header": ("SPANLYTICS_CONSUMER_HEADER", _optional_str),
+    "consumer_from": ("SPANLYTICS_CONSUMER_FROM", _csv),
+    "consumer_hash": ("SPANLYTICS_CONSUMER_HASH", _bool),
+    "exclude_paths": ("SPANLYTICS_EXCLUDE_PATHS", _csv),
+    "exclude_user_agents": ("SPANLYTICS_EXCLUDE_USER_AGENTS", _csv),
+    "exclude_defaults": ("SPANLYTICS_EXCLUDE_DEFAULTS", _bool),
+    "sampling_fidelity": ("SPANLYTICS_SAMPLING_FIDELITY", _bool),
     "mask_headers": ("SPANLYTICS_MASK_HEADERS", _csv),
     "mask_fields": ("SPANLYTICS_MASK_FIELDS", _csv),
     "mask_allow": ("SPANLYTICS_MASK_ALLOW", _csv),
@@ -111,6 +119,12 @@ class Settings:
     capture_headers: bool = True
     max_body_bytes: int = 64 * 1024
     consumer_header: str | None = None
+    consumer_from: tuple[str, ...] = ()
+    consumer_hash: bool = False
+    exclude_paths: tuple[str, ...] = ()
+    exclude_user_agents: tuple[str, ...] = ()
+    exclude_defaults: bool = True
+    sampling_fidelity: bool = True
     mask_headers: tuple[str, ...] = ()
     mask_fields: tuple[str, ...] = ()
     mask_allow: tuple[str, ...] = ()
@@ -143,11 +157,37 @@ class Settings:
             except ValueError as exc:
                 _log.warning(f"env.{var}", "ignoring invalid %s (%s); using the default", var, exc)
         values.update({k: v for k, v in overrides.items() if v is not None})
-        if isinstance(values.get("destinations"), str):
-            values["destinations"] = _csv(values["destinations"])
+        for name in ("destinations", "consumer_from", "exclude_paths", "exclude_user_agents"):
+            if isinstance(values.get(name), str):
+                values[name] = _csv(values[name])
         if "destinations" in values:
             values["destinations"] = _known_destinations(values["destinations"])
         return cls(**values)
+
+    def consumer_sources(self) -> ConsumerSources:
+        from spanlytics.consumer import ConsumerSources
+
+        return ConsumerSources.parse(self.consumer_from, self.consumer_header, self.consumer_hash)
+
+    def identify_callback(self) -> IdentifyConsumer | None:
+        """The code-given callback, else a ``module:function`` from ``SPANLYTICS_CONSUMER_FROM``."""
+        if self.identify_consumer is not None:
+            return self.identify_consumer
+        from spanlytics.consumer import load_callback
+
+        return load_callback(self.consumer_from)
+
+    def exclusions(self) -> Exclusions:
+        """Excluded paths/user agents; an invalid user pattern is ignored with a warning."""
+        from spanlytics.exclusions import Exclusions
+
+        try:
+            return Exclusions.build(
+                self.exclude_paths, self.exclude_user_agents, defaults=self.exclude_defaults
+            )
+        except ValueError as exc:
+            _log.warning("exclusions.invalid", "%s; using the default exclusions only", exc)
+            return Exclusions.build(defaults=self.exclude_defaults)
 
     def masking_rules(self) -> MaskingRules:
         """The code-given masking rules extended by the ``SPANLYTICS_MASK_*`` variables."""

@@ -17,8 +17,13 @@ they never change what the app's other exporters receive.
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import importlib
+import json
 import logging
-from collections.abc import Mapping
+import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -169,3 +174,124 @@ def set_consumer(
                 span.set_attribute(ATTR_CONSUMER_GROUP, consumer.group)
     except Exception as exc:  # never let analytics break the handler
         _log.failure("consumer.set", "set_consumer failed; request continues without a consumer", exc)
+
+
+# --- identification without code (SPANLYTICS_CONSUMER_FROM) ----------------------------
+
+_CALLBACK_SPEC = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+
+
+def _b64url(data: str) -> bytes:
+    return base64.urlsafe_b64decode(data + "=" * (-len(data) % 4))
+
+
+def jwt_claim(authorization: str | None, claim: str) -> str | None:
+    """A claim from an ``Authorization: Bearer <JWT>`` header, **without verifying** the token.
+
+    Use it only behind something that does verify it (your app or gateway): the point is to
+    label analytics, not to authenticate. ``claim`` may be dotted for nested objects.
+    """
+    if not authorization:
+        return None
+    scheme, _, token = authorization.strip().partition(" ")
+    if scheme.lower() != "bearer" or token.count(".") != 2:
+        return None
+    try:
+        payload: Any = json.loads(_b64url(token.split(".")[1]))
+    except (ValueError, UnicodeDecodeError):
+        return None
+    for part in claim.split("."):
+        if not isinstance(payload, dict):
+            return None
+        payload = payload.get(part)
+    return str(payload) if isinstance(payload, str | int) and not isinstance(payload, bool) else None
+
+
+def basic_auth_user(authorization: str | None) -> str | None:
+    """The user name of an ``Authorization: Basic`` header (the password is never read)."""
+    if not authorization:
+        return None
+    scheme, _, encoded = authorization.strip().partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        user, _, _ = base64.b64decode(encoded.strip(), validate=True).decode("utf-8").partition(":")
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return user or None
+
+
+def hash_identifier(value: str) -> str:
+    """A stable pseudonym for a raw identifier (API key, e-mail): 32 hex chars of SHA-256."""
+    return hashlib.sha256(value.encode("utf-8")).hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class ConsumerSources:
+    """The configured no-code sources, tried in order on a finished request's capture.
+
+    Built from ``SPANLYTICS_CONSUMER_FROM`` (``header:<name>``, ``baggage``,
+    ``jwt-claim:<claim>``, ``basic-auth-user``) and ``SPANLYTICS_CONSUMER_HEADER``. They run
+    on the background thread, on the raw captured headers, before masking. With
+    ``hash_ids`` the identifier is replaced by :func:`hash_identifier` of it.
+    """
+
+    sources: tuple[tuple[str, str], ...] = (("baggage", ""),)
+    hash_ids: bool = False
+
+    @classmethod
+    def parse(cls, specs: Sequence[str], consumer_header: str | None, hash_ids: bool) -> ConsumerSources:
+        sources: list[tuple[str, str]] = []
+        if consumer_header:
+            sources.append(("header", consumer_header.lower()))
+        for spec in specs:
+            kind, _, arg = spec.strip().partition(":")
+            kind = kind.lower()
+            if kind == "header" and arg.strip():
+                sources.append(("header", arg.strip().lower()))
+            elif kind == "jwt-claim" and arg.strip():
+                sources.append(("jwt-claim", arg.strip()))
+            elif kind in ("baggage", "basic-auth-user") and not arg:
+                sources.append((kind, ""))
+            elif not _CALLBACK_SPEC.match(spec.strip()):
+                _log.warning("consumer.from", "ignoring unknown SPANLYTICS_CONSUMER_FROM entry %r", spec)
+        if not specs:
+            sources.append(("baggage", ""))
+        return cls(tuple(dict.fromkeys(sources)), hash_ids)
+
+    def resolve(self, header: Callable[[str], str | None], baggage_value: str | None) -> Consumer | None:
+        """The first source that yields an identifier; ``header`` looks up a raw request header."""
+        for kind, arg in self.sources:
+            if kind == "header":
+                value = header(arg)
+            elif kind == "baggage":
+                value = baggage_value
+            elif kind == "jwt-claim":
+                value = jwt_claim(header("authorization"), arg)
+            else:
+                value = basic_auth_user(header("authorization"))
+            if value and value.strip():
+                raw = value.strip()
+                return make_consumer(hash_identifier(raw) if self.hash_ids else raw)
+        return None
+
+
+def load_callback(specs: Sequence[str]) -> Callable[[Any], object] | None:
+    """The first ``module:function`` entry of ``SPANLYTICS_CONSUMER_FROM``, imported."""
+    for spec in specs:
+        spec = spec.strip()
+        kind = spec.partition(":")[0].lower()
+        if kind in ("header", "jwt-claim") or not _CALLBACK_SPEC.match(spec):
+            continue
+        module_name, _, attr = spec.partition(":")
+        try:
+            target: Any = importlib.import_module(module_name)
+            for part in attr.split("."):
+                target = getattr(target, part)
+        except Exception as exc:
+            _log.failure("consumer.callback.load", f"cannot load consumer callback {spec}", exc)
+            return None
+        if callable(target):
+            return target  # type: ignore[no-any-return]
+        _log.warning("consumer.callback.type", "consumer callback %s is not callable", spec)
+    return None

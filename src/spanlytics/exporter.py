@@ -32,7 +32,7 @@ from opentelemetry.trace import SpanKind
 from spanlytics._throttle import ThrottledLogger
 from spanlytics.capture.state import STORE, Capture, CaptureStore
 from spanlytics.config import Settings
-from spanlytics.consumer import Consumer, make_consumer
+from spanlytics.consumer import Consumer
 from spanlytics.masking import Masker
 from spanlytics.record import RequestRecord, from_span
 
@@ -44,6 +44,9 @@ _log = ThrottledLogger(_logger)
 
 MAX_PARKED = 1024
 """Spans waiting for a still-streaming response; beyond this the oldest is recorded as is."""
+
+LIVE_EXPORTERS: weakref.WeakSet[SpanlyticsExporter] = weakref.WeakSet()
+"""Every exporter in this process, for ``spanlytics.flush()`` and the zero-code hook."""
 
 
 def build_destinations(settings: Settings) -> list[Destination]:
@@ -79,6 +82,9 @@ class SpanlyticsExporter(SpanExporter):
             list(destinations) if destinations is not None else build_destinations(self.settings)
         )
         self._store = store
+        self._consumers = self.settings.consumer_sources()
+        self._exclusions = self.settings.exclusions()
+        self.fed_by_processor = False
         self._counters = {
             "spans_received": 0,
             "records_exported": 0,
@@ -86,6 +92,7 @@ class SpanlyticsExporter(SpanExporter):
             "dropped_after_shutdown": 0,
             "failed": 0,
             "partial_responses": 0,
+            "excluded": 0,
         }
         self._start_lock = threading.Lock()
         self._reset_runtime()
@@ -103,6 +110,7 @@ class SpanlyticsExporter(SpanExporter):
 
         atexit.register(_at_exit)
         os.register_at_fork(after_in_child=_after_fork)
+        LIVE_EXPORTERS.add(self)
 
     def _reset_runtime(self) -> None:
         """Fresh queue, locks and (lazily) thread: at start and in a forked child."""
@@ -117,6 +125,14 @@ class SpanlyticsExporter(SpanExporter):
     # -- request path / SDK thread: enqueue only ---------------------------------------
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        """Take spans from an SDK span processor (``OTEL_TRACES_EXPORTER=spanlytics``).
+
+        Ignored once a :class:`~spanlytics.processor.SpanlyticsProcessor` feeds this
+        exporter directly (the zero-code hook arranges that): the processor sees every
+        recorded server span, sampled or not, so taking the SDK's copy too would duplicate.
+        """
+        if self.fed_by_processor:
+            return SpanExportResult.SUCCESS
         for span in spans:
             if span.kind is SpanKind.SERVER:
                 self.submit(span)
@@ -225,19 +241,15 @@ class SpanlyticsExporter(SpanExporter):
             return None
         if capture.consumer is not None:
             return capture.consumer
-        header = self.settings.consumer_header
-        if header:
-            value = capture.header(header.lower())
-            if value:
-                return make_consumer(value)
-        if capture.baggage_consumer:
-            return make_consumer(capture.baggage_consumer)
-        return None
+        return self._consumers.resolve(capture.header, capture.baggage_consumer)
 
     def _build(self, span: ReadableSpan, capture: Capture | None) -> RequestRecord | None:
         try:
             record = from_span(span, capture, consumer=self._resolve_consumer(capture))
             if record is None:
+                return None
+            if self._exclusions.excludes(record.path, record.user_agent):
+                self._counters["excluded"] += 1
                 return None
             if not self.settings.capture_headers:
                 record = dataclasses.replace(record, request_headers=(), response_headers=())

@@ -7,9 +7,9 @@
 * ``on_start`` (request path, inside the capture middleware's context): remember which
   capture belongs to this server span, and pick up the ``spanlytics.consumer.id`` baggage.
   It sets no attribute, so other exporters see the span exactly as without spanlytics.
-* ``on_end``: pass server spans to the exporter's queue (an append; the mapping, masking and
-  storage happen on the exporter's background thread). Without an exporter (the zero-code
-  set-up, where the SDK wraps the exporter in its own BatchSpanProcessor) it only links.
+* ``on_end``: pass server spans, sampled or not, to the exporter's queue (an append; the
+  mapping, masking and storage happen on the exporter's background thread). Without an
+  exporter it only links captures to spans.
 """
 
 from __future__ import annotations
@@ -34,6 +34,8 @@ class SpanlyticsProcessor(SpanProcessor):
     def __init__(self, exporter: SpanlyticsExporter | None = None, store: CaptureStore = STORE) -> None:
         self.exporter = exporter
         self._store = store
+        if exporter is not None:
+            exporter.fed_by_processor = True
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         if span.kind is not SpanKind.SERVER:
@@ -50,6 +52,8 @@ class SpanlyticsProcessor(SpanProcessor):
         self._store.register(span_id, capture)
 
     def on_end(self, span: ReadableSpan) -> None:
+        # Sampled or not: with SpanlyticsSampler, dropped server spans arrive here recorded
+        # but unsampled, and only spanlytics takes them (other processors check `sampled`).
         if self.exporter is not None and span.kind is SpanKind.SERVER:
             self.exporter.submit(span)
 

@@ -20,6 +20,7 @@ from urllib.parse import quote
 from spanlytics._throttle import ThrottledLogger
 from spanlytics.capture.options import (
     CaptureOptions,
+    begin_request,
     identify_at_end,
     link_current_server_span,
     process_options,
@@ -75,51 +76,68 @@ class ASGICaptureMiddleware:
         self._options = options
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        kind = scope.get("type")
-        if kind == "lifespan":
-            await self.app(scope, receive, _flush_on_shutdown(send))
+        await capture_asgi(self.app, scope, receive, send, self._options)
+
+
+def _user_agent(scope: Scope) -> str | None:
+    for name, value in scope.get("headers") or ():
+        if name == b"user-agent":
+            return bytes(value).decode("latin-1")
+    return None
+
+
+async def capture_asgi(
+    app: ASGIApp, scope: Scope, receive: Receive, send: Send, options: CaptureOptions | None = None
+) -> None:
+    """Run ``app`` for one ASGI connection, capturing it when it is an HTTP request."""
+    kind = scope.get("type")
+    if kind == "lifespan":
+        await app(scope, receive, _flush_on_shutdown(send))
+        return
+    if kind != "http":
+        await app(scope, receive, send)
+        return
+    options = options or process_options()
+    try:
+        if not begin_request(options, str(scope.get("path", "/")), _user_agent(scope)):
+            await app(scope, receive, send)
             return
-        options = self._options or process_options()
-        if kind != "http" or not options.enabled:
-            await self.app(scope, receive, send)
-            return
-        try:
-            capture = new_capture(scope, options)
-            token = enter_capture(capture)
-            link_current_server_span(capture)
-        except Exception as exc:
-            _log.failure("asgi.start", "request capture could not start; request not captured", exc)
-            await self.app(scope, receive, send)
-            return
+        capture = new_capture(scope, options)
+        token = enter_capture(capture)
+        link_current_server_span(capture)
+    except Exception as exc:
+        _log.failure("asgi.start", "request capture could not start; request not captured", exc)
+        await app(scope, receive, send)
+        return
 
-        received = 0
+    received = 0
 
-        async def receive_tee() -> Message:
-            nonlocal received
-            message = await receive()
-            if message.get("type") == "http.request":
-                body = message.get("body") or b""
-                received += len(body)
-                capture.add_request_chunk(body, received)
-            return message
+    async def receive_tee() -> Message:
+        nonlocal received
+        message = await receive()
+        if message.get("type") == "http.request":
+            body = message.get("body") or b""
+            received += len(body)
+            capture.add_request_chunk(body, received)
+        return message
 
-        async def send_tee(message: Message) -> None:
-            kind = message.get("type")
-            if kind == "http.response.body":
-                capture.add_response_chunk(message.get("body") or b"")
-            elif kind == "http.response.start":
-                capture.status = message.get("status")
-                capture.response_headers = _decode_headers(message.get("headers"))
-            await send(message)
+    async def send_tee(message: Message) -> None:
+        kind = message.get("type")
+        if kind == "http.response.body":
+            capture.add_response_chunk(message.get("body") or b"")
+        elif kind == "http.response.start":
+            capture.status = message.get("status")
+            capture.response_headers = _decode_headers(message.get("headers"))
+        await send(message)
 
-        try:
-            await self.app(scope, receive_tee, send_tee)
-        finally:
-            route = scope.get("route")
-            capture.route = getattr(route, "path", None)
-            identify_at_end(capture, options, scope.get("state"))
-            exit_capture(token)
-            STORE.finish(capture)
+    try:
+        await app(scope, receive_tee, send_tee)
+    finally:
+        route = scope.get("route")
+        capture.route = getattr(route, "path", None)
+        identify_at_end(capture, options, scope.get("state"))
+        exit_capture(token)
+        STORE.finish(capture)
 
 
 def _flush_on_shutdown(send: Send) -> Send:

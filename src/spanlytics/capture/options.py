@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
-from dataclasses import dataclass
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
 from spanlytics._throttle import ThrottledLogger
-from spanlytics.capture.state import STORE, Capture
+from spanlytics.capture.state import STORE, Capture, current_capture
 from spanlytics.config import IdentifyConsumer, Settings
 from spanlytics.consumer import RANK_CALLBACK, RANK_STATE, coerce_consumer
+from spanlytics.exclusions import Exclusions
 
 _log = ThrottledLogger(logging.getLogger("spanlytics.capture"))
 
@@ -27,6 +29,7 @@ class CaptureOptions:
     capture_bodies: bool = True
     max_body_bytes: int = 64 * 1024
     identify_consumer: IdentifyConsumer | None = None
+    exclusions: Exclusions = field(default_factory=Exclusions.default)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> CaptureOptions:
@@ -34,7 +37,8 @@ class CaptureOptions:
             enabled=settings.enabled,
             capture_bodies=settings.capture_bodies,
             max_body_bytes=settings.max_body_bytes,
-            identify_consumer=settings.identify_consumer,
+            identify_consumer=settings.identify_callback(),
+            exclusions=settings.exclusions(),
         )
 
 
@@ -52,6 +56,40 @@ def process_options() -> CaptureOptions:
 def set_process_options(options: CaptureOptions) -> None:
     global _options
     _options = options
+
+
+_deferred: Callable[[], None] | None = None
+_deferred_lock = threading.Lock()
+
+
+def defer_until_first_request(setup: Callable[[], None]) -> None:
+    """Run ``setup`` when the first request reaches a capture middleware.
+
+    The zero-code hook uses it when no SDK TracerProvider exists yet at start-up: the app
+    may still set its own, and spanlytics must attach to that one, not pre-empt it.
+    """
+    global _deferred
+    _deferred = setup
+
+
+def run_deferred_setup() -> None:
+    global _deferred
+    with _deferred_lock:
+        setup, _deferred = _deferred, None
+    if setup is not None:
+        try:
+            setup()
+        except Exception as exc:
+            _log.failure("setup.deferred", "spanlytics set-up failed; requests are not recorded", exc)
+
+
+def begin_request(options: CaptureOptions, path: str, user_agent: str | None) -> bool:
+    """Whether to capture this request: not when nested in a captured one, or excluded."""
+    if _deferred is not None:
+        run_deferred_setup()
+    if not options.enabled or current_capture() is not None:
+        return False
+    return not options.exclusions.excludes(path, user_agent)
 
 
 @dataclass(frozen=True, slots=True)

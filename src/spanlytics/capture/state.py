@@ -15,6 +15,7 @@ it back when the response is done (see :meth:`CaptureStore.park`).
 from __future__ import annotations
 
 import contextvars
+import os
 import threading
 import time
 from collections import OrderedDict
@@ -175,9 +176,15 @@ class CaptureStore:
 
     def __init__(self, max_entries: int = 4096) -> None:
         self._max = max_entries
-        self._lock = threading.Lock()
+        # Re-entrant: a signal handler that flushes may interrupt a holder on the main thread.
+        self._lock = threading.RLock()
         self._entries: OrderedDict[int, Capture] = OrderedDict()
         self.evicted = 0
+
+    def reset_after_fork(self) -> None:
+        """A forked worker starts with no captures and a fresh lock."""
+        self._lock = threading.RLock()
+        self._entries = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -217,3 +224,4 @@ class CaptureStore:
 
 STORE = CaptureStore()
 """The process-wide side channel; shared by every middleware, processor and exporter."""
+os.register_at_fork(after_in_child=STORE.reset_after_fork)

@@ -21,6 +21,7 @@ from urllib.parse import quote
 from spanlytics._throttle import ThrottledLogger
 from spanlytics.capture.options import (
     CaptureOptions,
+    begin_request,
     identify_at_end,
     link_current_server_span,
     process_options,
@@ -137,50 +138,57 @@ class WSGICaptureMiddleware:
         self._options = options
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
-        options = self._options or process_options()
-        if not options.enabled:
-            return self.app(environ, start_response)
-        try:
-            capture = new_capture(environ, options)
-            environ["wsgi.input"] = _InputTee(environ.get("wsgi.input"), capture)
-            token = enter_capture(capture)
-            link_current_server_span(capture)
-        except Exception as exc:
-            _log.failure("wsgi.start", "request capture could not start; request not captured", exc)
-            return self.app(environ, start_response)
+        return capture_wsgi(self.app, environ, start_response, self._options)
 
-        finished = False
 
-        def finish() -> None:
-            nonlocal finished
-            if finished:
-                return
-            finished = True
-            identify_at_end(capture, options, environ)
-            STORE.finish(capture)
+def capture_wsgi(
+    app: WSGIApp, environ: Environ, start_response: StartResponse, options: CaptureOptions | None = None
+) -> Iterable[bytes]:
+    """Run ``app`` for one WSGI request, capturing it."""
+    options = options or process_options()
+    try:
+        if not begin_request(options, str(environ.get("PATH_INFO", "/")), environ.get("HTTP_USER_AGENT")):
+            return app(environ, start_response)
+        capture = new_capture(environ, options)
+        environ["wsgi.input"] = _InputTee(environ.get("wsgi.input"), capture)
+        token = enter_capture(capture)
+        link_current_server_span(capture)
+    except Exception as exc:
+        _log.failure("wsgi.start", "request capture could not start; request not captured", exc)
+        return app(environ, start_response)
 
-        def start_response_tee(status: str, headers: list[tuple[str, str]], *exc_info: Any) -> Any:
-            code = status[:3]
-            capture.status = int(code) if code.isdigit() else None
-            capture.response_headers = tuple((k.lower(), v) for k, v in headers)
-            write = start_response(status, headers, *exc_info)
+    finished = False
 
-            def write_tee(data: bytes) -> object:
-                capture.add_response_chunk(data)
-                return write(data)
+    def finish() -> None:
+        nonlocal finished
+        if finished:
+            return
+        finished = True
+        identify_at_end(capture, options, environ)
+        STORE.finish(capture)
 
-            return write_tee
+    def start_response_tee(status: str, headers: list[tuple[str, str]], *exc_info: Any) -> Any:
+        code = status[:3]
+        capture.status = int(code) if code.isdigit() else None
+        capture.response_headers = tuple((k.lower(), v) for k, v in headers)
+        write = start_response(status, headers, *exc_info)
 
-        try:
-            result = self.app(environ, start_response_tee)
-        except BaseException:
-            finish()
-            raise
-        finally:
-            exit_capture(token)
-        if isinstance(result, (list, tuple)):
-            for chunk in result:
-                capture.add_response_chunk(chunk)
-            finish()
-            return result
-        return _ResponseTee(result, finish, capture)
+        def write_tee(data: bytes) -> object:
+            capture.add_response_chunk(data)
+            return write(data)
+
+        return write_tee
+
+    try:
+        result = app(environ, start_response_tee)
+    except BaseException:
+        finish()
+        raise
+    finally:
+        exit_capture(token)
+    if isinstance(result, (list, tuple)):
+        for chunk in result:
+            capture.add_response_chunk(chunk)
+        finish()
+        return result
+    return _ResponseTee(result, finish, capture)
