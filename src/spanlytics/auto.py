@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Collection, Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 from opentelemetry import trace
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
@@ -57,7 +57,7 @@ class SpanlyticsInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     for apps created before or after it ran.
     """
 
-    _originals: dict[tuple[Any, str], Callable[..., Any]] = {}
+    _originals: ClassVar[dict[tuple[Any, str], Callable[..., Any]]] = {}
 
     def instrumentation_dependencies(self) -> Collection[str]:
         return ()  # it instruments whichever of the frameworks is installed

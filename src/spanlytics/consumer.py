@@ -278,8 +278,8 @@ class ConsumerSources:
 
 def load_callback(specs: Sequence[str]) -> Callable[[Any], object] | None:
     """The first ``module:function`` entry of ``SPANLYTICS_CONSUMER_FROM``, imported."""
-    for spec in specs:
-        spec = spec.strip()
+    for raw_spec in specs:
+        spec = raw_spec.strip()
         kind = spec.partition(":")[0].lower()
         if kind in ("header", "jwt-claim") or not _CALLBACK_SPEC.match(spec):
             continue
