@@ -231,3 +231,32 @@ def test_store_is_bounded_and_parks_until_finish() -> None:
     assert resumed == [3]
     assert not store.park(captures[3], lambda: resumed.append(99))  # already finished
     assert resumed == [3]
+
+
+@pytest.mark.parametrize("path", ["/up", "/healthz"])
+def test_asgi_app_runs_once_when_nested_or_excluded_and_raising(path: str) -> None:
+    calls: list[str] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        calls.append(scope["path"])
+        raise RuntimeError("app bug")
+
+    nested = ASGICaptureMiddleware(ASGICaptureMiddleware(app, OPTIONS), OPTIONS)
+    with pytest.raises(RuntimeError, match="app bug"):
+        run_asgi(nested, http_scope(path=path, raw_path=path.encode()), [])
+    assert calls == [path]
+
+
+@pytest.mark.parametrize("path", ["/up", "/healthz"])
+def test_wsgi_app_runs_once_when_nested_or_excluded_and_raising(path: str) -> None:
+    calls: list[str] = []
+
+    def app(env: dict[str, Any], start_response: Any) -> list[bytes]:
+        calls.append(env["PATH_INFO"])
+        raise ValueError("boom")
+
+    nested = WSGICaptureMiddleware(WSGICaptureMiddleware(app, OPTIONS), OPTIONS)
+    with pytest.raises(ValueError, match="boom"):
+        nested(environ(PATH_INFO=path), lambda *a: None)
+    assert calls == [path]
+    assert current_capture() is None

@@ -98,15 +98,18 @@ async def capture_asgi(
         await app(scope, receive, send)
         return
     options = options or process_options()
+    capture: Capture | None = None
     try:
-        if not begin_request(options, str(scope.get("path", "/")), _user_agent(scope)):
-            await app(scope, receive, send)
-            return
-        capture = new_capture(scope, options)
-        token = enter_capture(capture)
-        link_current_server_span(capture)
+        if begin_request(options, str(scope.get("path", "/")), _user_agent(scope)):
+            capture = new_capture(scope, options)
+            token = enter_capture(capture)
+            link_current_server_span(capture)
     except Exception as exc:
         _log.failure("asgi.start", "request capture could not start; request not captured", exc)
+        if capture is not None:
+            exit_capture(token)
+        capture = None
+    if capture is None:  # the app runs exactly once, outside anything that could catch its errors
         await app(scope, receive, send)
         return
 

@@ -146,15 +146,21 @@ def capture_wsgi(
 ) -> Iterable[bytes]:
     """Run ``app`` for one WSGI request, capturing it."""
     options = options or process_options()
+    capture: Capture | None = None
     try:
-        if not begin_request(options, str(environ.get("PATH_INFO", "/")), environ.get("HTTP_USER_AGENT")):
-            return app(environ, start_response)
-        capture = new_capture(environ, options)
-        environ["wsgi.input"] = _InputTee(environ.get("wsgi.input"), capture)
-        token = enter_capture(capture)
-        link_current_server_span(capture)
+        if begin_request(options, str(environ.get("PATH_INFO", "/")), environ.get("HTTP_USER_AGENT")):
+            capture = new_capture(environ, options)
+            stream = environ.get("wsgi.input")
+            token = enter_capture(capture)
+            environ["wsgi.input"] = _InputTee(stream, capture)
+            link_current_server_span(capture)
     except Exception as exc:
         _log.failure("wsgi.start", "request capture could not start; request not captured", exc)
+        if capture is not None:
+            environ["wsgi.input"] = stream
+            exit_capture(token)
+        capture = None
+    if capture is None:  # the app runs exactly once, outside anything that could catch its errors
         return app(environ, start_response)
 
     finished = False
