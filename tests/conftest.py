@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +13,9 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+import spanlytics.config
+import spanlytics.consumer
+from spanlytics.capture import options as capture_options
 from spanlytics.capture.state import STORE
 from spanlytics.destinations.local import iter_records
 from spanlytics.record import RequestRecord
@@ -46,6 +50,20 @@ def pipeline(tmp_path: Path) -> Iterator[Pipeline]:
     )
     yield pipe
     provider.shutdown()
+
+
+@pytest.fixture(autouse=True)
+def _isolated_process_state(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Each test starts without SPANLYTICS_* variables, with the process-wide capture options
+    restored afterwards and fresh warning throttles (one message per key per minute)."""
+    for name in list(os.environ):
+        if name.startswith("SPANLYTICS_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setattr(capture_options, "_options", capture_options._options)
+    monkeypatch.setattr(capture_options, "_deferred", None)
+    for logger in (spanlytics.config._log, spanlytics.consumer._log):
+        monkeypatch.setattr(logger, "_seen", {})
+    yield
 
 
 @pytest.fixture(autouse=True)

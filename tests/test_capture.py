@@ -260,3 +260,34 @@ def test_wsgi_app_runs_once_when_nested_or_excluded_and_raising(path: str) -> No
         nested(environ(PATH_INFO=path), lambda *a: None)
     assert calls == [path]
     assert current_capture() is None
+
+
+class ReadOnlyStream:
+    """A wsgi.input with nothing but read(), as PEP 3333 allows."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = io.BytesIO(data)
+
+    def read(self, *args: Any) -> bytes:
+        return self._data.read(*args)
+
+
+@pytest.mark.parametrize("make_stream", [io.BytesIO, ReadOnlyStream])
+def test_wsgi_input_read_through_werkzeug_limited_stream(make_stream: Any) -> None:
+    from werkzeug.wsgi import LimitedStream
+
+    body = b"0123456789" * 500
+    captures: list[Capture | None] = []
+
+    def app(env: dict[str, Any], start_response: Any) -> list[bytes]:
+        read = LimitedStream(env["wsgi.input"], len(body)).read()  # uses readinto() when offered
+        captures.append(current_capture())
+        start_response("200 OK", [])
+        return [read]
+
+    env = environ(body)
+    env["wsgi.input"] = make_stream(body)
+    result = WSGICaptureMiddleware(app, CaptureOptions(max_body_bytes=10_000))(env, lambda *a: None)
+    assert result == [body]
+    capture = captures[0]
+    assert capture is not None and bytes(capture.request_body) == body and capture.request_size == len(body)

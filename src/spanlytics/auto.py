@@ -126,6 +126,9 @@ def post_instrument(**kwargs: Any) -> None:
             set_process_options(CaptureOptions(enabled=False))
             return
         set_process_options(CaptureOptions.from_settings(settings))
+        from spanlytics._configure import install_sigterm_flush
+
+        install_sigterm_flush()  # now, on the main thread: a deferred set-up runs on a worker
         if isinstance(trace.get_tracer_provider(), TracerProvider):
             _attach_to_global(settings)
         else:

@@ -8,7 +8,9 @@ then to a documented default. This is the only place that reads the environment.
 from __future__ import annotations
 
 import logging
+import math
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
@@ -39,33 +41,52 @@ def _bool(raw: str) -> bool:
         return True
     if value in ("0", "false", "no", "off"):
         return False
-    raise ValueError("expected true/false")
+    raise ValueError("expected true or false")
+
+
+def _int(raw: str, minimum: int) -> int:
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise ValueError("expected a whole number") from None  # int()'s message quotes the value
+    if value < minimum:
+        raise ValueError(f"expected a whole number >= {minimum}")
+    return value
 
 
 def _positive_int(raw: str) -> int:
-    value = int(raw)
-    if value <= 0:
-        raise ValueError("must be > 0")
-    return value
+    return _int(raw, 1)
 
 
 def _non_negative_int(raw: str) -> int:
-    value = int(raw)
-    if value < 0:
-        raise ValueError("must be >= 0")
-    return value
+    return _int(raw, 0)
 
 
 def _positive_float(raw: str) -> float:
-    value = float(raw)
-    if not value > 0:
-        raise ValueError("must be > 0")
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        raise ValueError("expected a number of seconds") from None
+    if not (value > 0 and math.isfinite(value)):
+        raise ValueError("expected a finite number of seconds > 0")
     return value
 
 
 def _optional_str(raw: str) -> str | None:
     return raw.strip() or None
 
+
+_LIST_SETTINGS = frozenset(
+    {
+        "destinations",
+        "consumer_from",
+        "exclude_paths",
+        "exclude_user_agents",
+        "mask_headers",
+        "mask_fields",
+        "mask_allow",
+    }
+)
 
 _ENV_PARSERS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "enabled": ("SPANLYTICS_ENABLED", _bool),
@@ -77,6 +98,7 @@ _ENV_PARSERS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "consumer_header": ("SPANLYTICS_CONSUMER_HEADER", _optional_str),
     "consumer_from": ("SPANLYTICS_CONSUMER_FROM", _csv),
     "consumer_hash": ("SPANLYTICS_CONSUMER_HASH", _bool),
+    "consumer_hash_key": ("SPANLYTICS_CONSUMER_HASH_KEY", _optional_str),
     "exclude_paths": ("SPANLYTICS_EXCLUDE_PATHS", _csv),
     "exclude_user_agents": ("SPANLYTICS_EXCLUDE_USER_AGENTS", _csv),
     "exclude_defaults": ("SPANLYTICS_EXCLUDE_DEFAULTS", _bool),
@@ -121,6 +143,7 @@ class Settings:
     consumer_header: str | None = None
     consumer_from: tuple[str, ...] = ()
     consumer_hash: bool = False
+    consumer_hash_key: str | None = field(default=None, repr=False)
     exclude_paths: tuple[str, ...] = ()
     exclude_user_agents: tuple[str, ...] = ()
     exclude_defaults: bool = True
@@ -154,20 +177,39 @@ class Settings:
                 continue
             try:
                 values[name] = parse(raw)
-            except ValueError as exc:
+            except ValueError as exc:  # the message names the expectation, never the value
                 _log.warning(f"env.{var}", "ignoring invalid %s (%s); using the default", var, exc)
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        for name in ("destinations", "consumer_from", "exclude_paths", "exclude_user_agents"):
-            if isinstance(values.get(name), str):
-                values[name] = _csv(values[name])
+        for name, given in overrides.items():
+            if given is None:
+                continue
+            if isinstance(given, str) and name in _LIST_SETTINGS:
+                # a list given as one string: names split on commas; a regex is one pattern
+                values[name] = _csv(given) if name in ("destinations", "consumer_from") else (given,)
+            else:
+                values[name] = given
         if "destinations" in values:
-            values["destinations"] = _known_destinations(values["destinations"])
+            values["destinations"] = _known_destinations(tuple(values["destinations"]))
         return cls(**values)
+
+    def __post_init__(self) -> None:
+        """Values given in code are checked at start-up (environment values were already)."""
+        checks = {
+            "max_queue_size": self.max_queue_size >= 1,
+            "batch_size": self.batch_size >= 1,
+            "max_body_bytes": self.max_body_bytes >= 0,
+            "flush_interval_s": self.flush_interval_s > 0 and math.isfinite(self.flush_interval_s),
+            "max_response_wait_s": self.max_response_wait_s > 0 and math.isfinite(self.max_response_wait_s),
+        }
+        bad = [name for name, ok in checks.items() if not ok]
+        if bad:
+            raise ValueError(f"invalid spanlytics setting(s): {', '.join(bad)}")
 
     def consumer_sources(self) -> ConsumerSources:
         from spanlytics.consumer import ConsumerSources
 
-        return ConsumerSources.parse(self.consumer_from, self.consumer_header, self.consumer_hash)
+        return ConsumerSources.parse(
+            self.consumer_from, self.consumer_header, self.consumer_hash, self.consumer_hash_key
+        )
 
     def identify_callback(self) -> IdentifyConsumer | None:
         """The code-given callback, else a ``module:function`` from ``SPANLYTICS_CONSUMER_FROM``."""
@@ -195,10 +237,16 @@ class Settings:
 
         from spanlytics.masking import MaskingRules
 
+        def names(value: str | tuple[str, ...]) -> tuple[str, ...]:
+            return (value,) if isinstance(value, str) else tuple(value)  # one string, one pattern
+
         rules = self.masking or MaskingRules()
+        hidden: tuple[str, ...] = ()
+        if self.consumer_hash:  # the raw identifier must not survive in the header it came from
+            hidden = tuple(f"^{re.escape(h)}$" for h in self.consumer_sources().identifying_headers())
         return replace(
             rules,
-            header_patterns=(*rules.header_patterns, *self.mask_headers),
-            field_patterns=(*rules.field_patterns, *self.mask_fields),
-            allow=(*rules.allow, *self.mask_allow),
+            header_patterns=(*names(rules.header_patterns), *self.mask_headers, *hidden),
+            field_patterns=(*names(rules.field_patterns), *self.mask_fields),
+            allow=(*names(rules.allow), *self.mask_allow),
         )

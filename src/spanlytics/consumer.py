@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import importlib
 import json
 import logging
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from opentelemetry import trace
@@ -198,7 +199,7 @@ def jwt_claim(authorization: str | None, claim: str) -> str | None:
         return None
     try:
         payload: Any = json.loads(_b64url(token.split(".")[1]))
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # the token is client-controlled
         return None
     for part in claim.split("."):
         if not isinstance(payload, dict):
@@ -215,14 +216,21 @@ def basic_auth_user(authorization: str | None) -> str | None:
     if scheme.lower() != "basic":
         return None
     try:
-        user, _, _ = base64.b64decode(encoded.strip(), validate=True).decode("utf-8").partition(":")
+        user, colon, _ = base64.b64decode(encoded.strip(), validate=True).decode("utf-8").partition(":")
     except (ValueError, UnicodeDecodeError):
         return None
-    return user or None
+    # RFC 7617 credentials are "user:password"; without a colon it is likely a bare API key.
+    return user if colon and user else None
 
 
-def hash_identifier(value: str) -> str:
-    """A stable pseudonym for a raw identifier (API key, e-mail): 32 hex chars of SHA-256."""
+def hash_identifier(value: str, key: str | None = None) -> str:
+    """A stable pseudonym for a raw identifier (API key, e-mail): 32 hex characters.
+
+    With ``key`` (``SPANLYTICS_CONSUMER_HASH_KEY``) it is an HMAC-SHA-256, which a reader of
+    the store cannot reverse by guessing likely inputs; without, a plain SHA-256.
+    """
+    if key:
+        return hmac.new(key.encode("utf-8"), value.encode("utf-8"), hashlib.sha256).hexdigest()[:32]
     return hashlib.sha256(value.encode("utf-8")).hexdigest()[:32]
 
 
@@ -238,9 +246,12 @@ class ConsumerSources:
 
     sources: tuple[tuple[str, str], ...] = (("baggage", ""),)
     hash_ids: bool = False
+    hash_key: str | None = field(default=None, repr=False)
 
     @classmethod
-    def parse(cls, specs: Sequence[str], consumer_header: str | None, hash_ids: bool) -> ConsumerSources:
+    def parse(
+        cls, specs: Sequence[str], consumer_header: str | None, hash_ids: bool, hash_key: str | None = None
+    ) -> ConsumerSources:
         sources: list[tuple[str, str]] = []
         if consumer_header:
             sources.append(("header", consumer_header.lower()))
@@ -257,7 +268,14 @@ class ConsumerSources:
                 _log.warning("consumer.from", "ignoring unknown SPANLYTICS_CONSUMER_FROM entry %r", spec)
         if not specs:
             sources.append(("baggage", ""))
-        return cls(tuple(dict.fromkeys(sources)), hash_ids)
+        return cls(tuple(dict.fromkeys(sources)), hash_ids, hash_key)
+
+    def identifying_headers(self) -> tuple[str, ...]:
+        """Request headers whose raw value becomes the identifier (to mask when hashing)."""
+        names = [arg for kind, arg in self.sources if kind == "header"]
+        if any(kind == "baggage" for kind, _ in self.sources):
+            names.append("baggage")
+        return tuple(names)
 
     def resolve(self, header: Callable[[str], str | None], baggage_value: str | None) -> Consumer | None:
         """The first source that yields an identifier; ``header`` looks up a raw request header."""
@@ -272,7 +290,7 @@ class ConsumerSources:
                 value = basic_auth_user(header("authorization"))
             if value and value.strip():
                 raw = value.strip()
-                return make_consumer(hash_identifier(raw) if self.hash_ids else raw)
+                return make_consumer(hash_identifier(raw, self.hash_key) if self.hash_ids else raw)
         return None
 
 

@@ -13,8 +13,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 DEFAULT_PATHS = (
-    r"^(?:/[^/]+)*/(?:health|healthz|healthcheck|health-check|_health|ping|ready|readyz|readiness"
-    r"|live|livez|liveness|alive)/?$",
+    # health endpoints at any depth (/api/v1/health), and their probe sub-paths
+    r"/(?:_?health|healthz|healthcheck|health-check|readyz|livez)(?:/(?:live|liveness|ready|readiness))?/?$",
+    # the short probe names only at the root: /users/ping or /games/live are real API routes
+    r"^/(?:ping|ready|readiness|live|liveness|alive)/?$",
     r"/favicon\.ico$",
     r"^/robots\.txt$",
     r"^/\.well-known/",
@@ -33,14 +35,15 @@ DEFAULT_USER_AGENTS = (
 )
 
 
-def _compile(patterns: Iterable[str], what: str) -> re.Pattern[str] | None:
-    patterns = tuple(patterns)
+def _compile(patterns: Iterable[str], what: str) -> tuple[re.Pattern[str], ...]:
+    """Each pattern on its own: joined into one regex, inline flags and backreferences break."""
+    compiled = []
     for pattern in patterns:
         try:
-            re.compile(pattern)
-        except re.error as exc:
+            compiled.append(re.compile(pattern, re.IGNORECASE))
+        except (re.error, ValueError, OverflowError, RecursionError) as exc:
             raise ValueError(f"invalid {what} pattern {pattern!r}: {exc}") from None
-    return re.compile("|".join(f"(?:{p})" for p in patterns), re.IGNORECASE) if patterns else None
+    return tuple(compiled)
 
 
 @dataclass(frozen=True)
@@ -68,8 +71,10 @@ class Exclusions:
         return cls((*base_paths, *paths), (*base_agents, *user_agents))
 
     def excludes(self, path: str, user_agent: str | None) -> bool:
-        path_re: re.Pattern[str] | None = self.__dict__["_path_re"]
-        if path_re is not None and path_re.search(path):
+        path_res: tuple[re.Pattern[str], ...] = self.__dict__["_path_re"]
+        if any(pattern.search(path) for pattern in path_res):
             return True
-        ua_re: re.Pattern[str] | None = self.__dict__["_ua_re"]
-        return bool(user_agent and ua_re is not None and ua_re.search(user_agent))
+        if not user_agent:
+            return False
+        ua_res: tuple[re.Pattern[str], ...] = self.__dict__["_ua_re"]
+        return any(pattern.search(user_agent) for pattern in ua_res)

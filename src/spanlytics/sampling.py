@@ -47,7 +47,10 @@ class SpanlyticsSampler(Sampler):
             parent_context, trace_id, name, kind, attributes, links, trace_state
         )
         if result.decision is Decision.DROP and kind is SpanKind.SERVER:
-            return SamplingResult(Decision.RECORD_ONLY, result.attributes, result.trace_state)
+            # The SDK builds the span from the result's attributes, and a DROP carries none:
+            # keep the instrumentor's start attributes (method, target, ...) on the record.
+            merged = {**(attributes or {}), **(result.attributes or {})}
+            return SamplingResult(Decision.RECORD_ONLY, merged, result.trace_state)
         return result
 
     def get_description(self) -> str:
@@ -64,7 +67,5 @@ def install_sampler(provider: TracerProvider) -> bool:
     sampler = provider.sampler
     if sampler is ALWAYS_ON or isinstance(sampler, SpanlyticsSampler):
         return False
-    if not hasattr(provider, "_sampler"):
-        return False
-    provider._sampler = SpanlyticsSampler(sampler)
+    provider.sampler = SpanlyticsSampler(sampler)
     return True

@@ -90,6 +90,23 @@ class _InputTee:
     def readline(self, *args: Any) -> bytes:
         return self._tee(self._stream.readline(*args))
 
+    def read1(self, *args: Any) -> bytes:
+        read1 = getattr(self._stream, "read1", None)
+        return self._tee(read1(*args) if read1 is not None else self._stream.read(*args))
+
+    def readinto(self, buffer: Any) -> int | None:
+        """werkzeug's LimitedStream reads this way whenever the stream offers it."""
+        readinto = getattr(self._stream, "readinto", None)
+        if readinto is None:
+            data = self._stream.read(len(buffer))
+            buffer[: len(data)] = data
+            self._tee(data)
+            return len(data)
+        count: int | None = readinto(buffer)
+        if count:
+            self._tee(bytes(memoryview(buffer)[:count]))
+        return count
+
     def readlines(self, *args: Any) -> list[bytes]:
         lines: list[bytes] = self._stream.readlines(*args)
         for line in lines:

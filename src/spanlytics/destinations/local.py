@@ -31,6 +31,7 @@ import logging
 import os
 import sqlite3
 import threading
+import time
 import weakref
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -226,6 +227,16 @@ def _migrate(conn: sqlite3.Connection) -> None:
         raise
 
 
+_SQLITE_BUSY, _SQLITE_LOCKED = 5, 6  # result codes (sqlite3 names them only from Python 3.11)
+
+
+def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in (_SQLITE_BUSY, _SQLITE_LOCKED)
+    return "locked" in str(exc) or "busy" in str(exc)
+
+
 def _open_for_writing(path: str, busy_timeout_s: float) -> sqlite3.Connection:
     conn = sqlite3.connect(path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False)
     try:
@@ -290,6 +301,35 @@ class LocalStore:
             _inherited.append(self._conn)
             self._conn = None
 
+    def _write(self, records: Sequence[RequestRecord]) -> None:
+        """One transaction, retried while another process holds the lock.
+
+        SQLite honours ``busy_timeout`` for most lock waits, but not all: switching a new
+        file to WAL while another process opens it, for one, fails at once with
+        SQLITE_BUSY. Workers of one server start and stop together, so retry until the
+        busy deadline (this runs on the background thread; nothing waits on it).
+        """
+        deadline = time.monotonic() + self._busy_timeout_s
+        delay = 0.01
+        while True:
+            try:
+                conn = self._connection()
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    conn.executemany(_INSERT, (_to_row(r) for r in records))
+                    conn.execute("COMMIT")
+                except BaseException:
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.rollback()
+                    raise
+                return
+            except sqlite3.OperationalError as exc:
+                if not _is_busy(exc) or time.monotonic() + delay > deadline:
+                    raise
+                self._close_connection()
+                time.sleep(delay)
+                delay = min(delay * 2, 0.5)
+
     def _connection(self) -> sqlite3.Connection:
         self._abandon_if_inherited()
         if self._conn is None:
@@ -319,15 +359,7 @@ class LocalStore:
                 )
                 return
             try:
-                conn = self._connection()
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    conn.executemany(_INSERT, (_to_row(r) for r in records))
-                    conn.execute("COMMIT")
-                except BaseException:
-                    with contextlib.suppress(sqlite3.Error):
-                        conn.rollback()
-                    raise
+                self._write(records)
             except SchemaError as exc:
                 self.dropped += len(records)
                 self._close_connection()

@@ -1,0 +1,282 @@
+"""config.py: one place resolves every setting (keyword > SPANLYTICS_* variable > default)."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytest
+from opentelemetry.sdk.trace import TracerProvider
+
+import spanlytics
+import spanlytics.config
+from spanlytics.capture import options as capture_options
+from spanlytics.config import Settings
+from spanlytics.consumer import ConsumerSources
+from spanlytics.exclusions import Exclusions
+from spanlytics.masking import Masker, MaskingRules
+
+SECRET_LOOKING = "tok-7Qx2vR9w"
+
+
+def test_defaults_without_arguments_or_environment() -> None:
+    settings = Settings.resolve()
+    assert settings == Settings()
+    assert settings.enabled is True
+    assert settings.destinations == ("local",)
+    assert settings.local_path == "./spanlytics.db"
+    assert settings.max_body_bytes == 64 * 1024
+    assert settings.consumer_header is None
+    assert settings.exclude_defaults is True
+    assert settings.sampling_fidelity is True
+    assert (settings.max_queue_size, settings.batch_size) == (20_000, 512)
+    assert (settings.flush_interval_s, settings.max_response_wait_s) == (1.0, 30.0)
+
+
+@pytest.mark.parametrize(
+    ("name", "variable", "raw", "parsed", "keyword"),
+    [
+        ("local_path", "SPANLYTICS_LOCAL_PATH", "/var/lib/env.db", "/var/lib/env.db", "/tmp/kw.db"),
+        ("enabled", "SPANLYTICS_ENABLED", "false", False, True),
+        ("capture_bodies", "SPANLYTICS_CAPTURE_BODIES", "no", False, True),
+        ("max_body_bytes", "SPANLYTICS_MAX_BODY_BYTES", "1024", 1024, 10),
+        ("batch_size", "SPANLYTICS_BATCH_SIZE", "64", 64, 8),
+        ("flush_interval_s", "SPANLYTICS_FLUSH_INTERVAL", "0.25", 0.25, 2.5),
+        ("consumer_header", "SPANLYTICS_CONSUMER_HEADER", "X-Consumer-Id", "X-Consumer-Id", "X-Kw"),
+        ("exclude_paths", "SPANLYTICS_EXCLUDE_PATHS", "^/a,^/b", ("^/a", "^/b"), ("^/kw",)),
+        ("consumer_from", "SPANLYTICS_CONSUMER_FROM", "jwt-claim:sub", ("jwt-claim:sub",), ("baggage",)),
+    ],
+)
+def test_keyword_beats_environment_beats_default(
+    monkeypatch: pytest.MonkeyPatch, name: str, variable: str, raw: str, parsed: Any, keyword: Any
+) -> None:
+    default = getattr(Settings(), name)
+    assert getattr(Settings.resolve(), name) == default
+    monkeypatch.setenv(variable, raw)
+    assert getattr(Settings.resolve(), name) == parsed != default
+    assert getattr(Settings.resolve(**{name: keyword}), name) == keyword
+    assert getattr(Settings.resolve(**{name: None}), name) == parsed  # None means "not given"
+
+
+def test_an_explicit_environment_mapping_replaces_os_environ(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SPANLYTICS_LOCAL_PATH", "/from/os.db")
+    assert Settings.resolve(env={}).local_path == "./spanlytics.db"
+    assert Settings.resolve(env={"SPANLYTICS_LOCAL_PATH": "/from/map.db"}).local_path == "/from/map.db"
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("1", True),
+        ("true", True),
+        (" YES ", True),
+        ("On", True),
+        ("0", False),
+        ("FALSE", False),
+        ("no", False),
+    ],
+)
+def test_boolean_variables(monkeypatch: pytest.MonkeyPatch, raw: str, expected: bool) -> None:
+    for variable, name in (
+        ("SPANLYTICS_CAPTURE_HEADERS", "capture_headers"),
+        ("SPANLYTICS_CONSUMER_HASH", "consumer_hash"),
+        ("SPANLYTICS_EXCLUDE_DEFAULTS", "exclude_defaults"),
+        ("SPANLYTICS_SAMPLING_FIDELITY", "sampling_fidelity"),
+    ):
+        monkeypatch.setenv(variable, raw)
+        assert getattr(Settings.resolve(), name) is expected
+
+
+@pytest.mark.parametrize(
+    ("variable", "raw", "name", "expected"),
+    [
+        ("SPANLYTICS_MAX_BODY_BYTES", " 2048 ", "max_body_bytes", 2048),
+        ("SPANLYTICS_MAX_BODY_BYTES", "0", "max_body_bytes", 0),  # 0 turns bodies off
+        ("SPANLYTICS_MAX_QUEUE_SIZE", "100", "max_queue_size", 100),
+        ("SPANLYTICS_MAX_RESPONSE_WAIT", "2", "max_response_wait_s", 2.0),
+        ("SPANLYTICS_FLUSH_INTERVAL", "1e-2", "flush_interval_s", 0.01),
+        ("SPANLYTICS_DESTINATIONS", " local , ,LOCAL ", "destinations", ("local",)),
+        (
+            "SPANLYTICS_EXCLUDE_USER_AGENTS",
+            "^Probe/,Synthetic",
+            "exclude_user_agents",
+            ("^Probe/", "Synthetic"),
+        ),
+        ("SPANLYTICS_MASK_FIELDS", "pin, iban ,", "mask_fields", ("pin", "iban")),
+        ("SPANLYTICS_CONSUMER_HEADER", "   ", "consumer_header", None),
+        ("SPANLYTICS_LOCAL_PATH", "", "local_path", "./spanlytics.db"),
+    ],
+)
+def test_number_and_list_variables(
+    monkeypatch: pytest.MonkeyPatch, variable: str, raw: str, name: str, expected: Any
+) -> None:
+    monkeypatch.setenv(variable, raw)
+    assert getattr(Settings.resolve(), name) == expected
+
+
+@pytest.mark.parametrize(
+    ("variable", "raw"),
+    [
+        ("SPANLYTICS_ENABLED", SECRET_LOOKING),
+        ("SPANLYTICS_CAPTURE_BODIES", "2"),
+        ("SPANLYTICS_MAX_BODY_BYTES", "-1"),
+        ("SPANLYTICS_BATCH_SIZE", "0"),
+        ("SPANLYTICS_MAX_QUEUE_SIZE", "1.5"),
+        ("SPANLYTICS_FLUSH_INTERVAL", "0"),
+        ("SPANLYTICS_FLUSH_INTERVAL", "-3"),
+        ("SPANLYTICS_FLUSH_INTERVAL", "nan"),
+        ("SPANLYTICS_FLUSH_INTERVAL", "inf"),  # a worker thread cannot wait forever on a timer
+        ("SPANLYTICS_MAX_RESPONSE_WAIT", "soon"),
+    ],
+)
+def test_invalid_variable_warns_and_keeps_the_default(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, variable: str, raw: str
+) -> None:
+    monkeypatch.setenv(variable, raw)
+    with caplog.at_level(logging.WARNING, "spanlytics"):
+        settings = Settings.resolve()
+    assert settings == Settings()
+    assert f"ignoring invalid {variable}" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "variable",
+    ["SPANLYTICS_ENABLED", "SPANLYTICS_MAX_BODY_BYTES", "SPANLYTICS_BATCH_SIZE", "SPANLYTICS_FLUSH_INTERVAL"],
+)
+def test_invalid_variable_warning_never_shows_the_value(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, variable: str
+) -> None:
+    # A secret pasted into the wrong variable must not end up in the app's logs.
+    monkeypatch.setenv(variable, SECRET_LOOKING)
+    with caplog.at_level(logging.WARNING, "spanlytics"):
+        Settings.resolve()
+    assert variable in caplog.text
+    assert SECRET_LOOKING not in caplog.text
+
+
+def test_one_invalid_variable_does_not_discard_the_others(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SPANLYTICS_BATCH_SIZE", "lots")
+    monkeypatch.setenv("SPANLYTICS_LOCAL_PATH", "/data/api.db")
+    monkeypatch.setenv("SPANLYTICS_CAPTURE_BODIES", "off")
+    settings = Settings.resolve()
+    assert (settings.batch_size, settings.local_path, settings.capture_bodies) == (512, "/data/api.db", False)
+
+
+def test_unknown_keyword_raises_type_error_naming_it() -> None:
+    with pytest.raises(TypeError, match=r"unknown spanlytics setting\(s\): flush_interval, local_pth"):
+        Settings.resolve(local_pth="/tmp/x.db", flush_interval=1.0)
+    with pytest.raises(TypeError, match="sampling"):
+        spanlytics.configure(tracer_provider=TracerProvider(), sampling=False)
+
+
+def test_unknown_destinations_are_dropped_with_a_warning(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, "spanlytics"):
+        assert Settings.resolve(destinations=("Local", "readme", "local")).destinations == ("local",)
+    assert "ignoring unknown spanlytics destination(s) readme; known: local" in caplog.text
+    assert Settings.resolve(destinations="local,datadog").destinations == ("local",)
+    monkeypatch.setenv("SPANLYTICS_DESTINATIONS", "s3")
+    assert Settings.resolve().destinations == ()
+
+
+def test_string_keywords_for_list_settings() -> None:
+    # names split on commas; a regex given as one string is one pattern (it may hold commas)
+    settings = Settings.resolve(exclude_paths="^/a{1,3}$", consumer_from="header:X-Id,baggage")
+    assert settings.exclude_paths == ("^/a{1,3}$",)
+    assert settings.consumer_from == ("header:X-Id", "baggage")
+    assert Settings.resolve(destinations="local, local").destinations == ("local",)
+
+
+def test_settings_are_frozen_and_compare_by_value() -> None:
+    settings = Settings.resolve(local_path="/tmp/a.db")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        settings.local_path = "/tmp/b.db"  # type: ignore[misc]
+    assert settings == Settings.resolve(local_path="/tmp/a.db", identify_consumer=lambda view: None)
+
+
+def test_derived_consumer_sources_and_exclusions(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SPANLYTICS_CONSUMER_FROM", "jwt-claim:sub,basic-auth-user")
+    monkeypatch.setenv("SPANLYTICS_CONSUMER_HEADER", "X-Consumer-Id")
+    monkeypatch.setenv("SPANLYTICS_CONSUMER_HASH", "true")
+    monkeypatch.setenv("SPANLYTICS_EXCLUDE_PATHS", "^/internal/")
+    monkeypatch.setenv("SPANLYTICS_EXCLUDE_DEFAULTS", "false")
+    settings = Settings.resolve()
+    assert settings.consumer_sources() == ConsumerSources(
+        (("header", "x-consumer-id"), ("jwt-claim", "sub"), ("basic-auth-user", "")), True
+    )
+    assert settings.exclusions() == Exclusions(("^/internal/",), ())
+
+
+def test_masking_rules_extend_code_rules_with_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    def keep_last4(path: str, value: str, rule: str) -> object:
+        return f"...{value[-4:]}" if path.endswith("iban") else None
+
+    code = MaskingRules(
+        header_patterns=("^x-signature$",),
+        field_patterns=("^pin$",),
+        allow=("author",),
+        callback=keep_last4,
+        replacement="***",
+    )
+    monkeypatch.setenv("SPANLYTICS_MASK_HEADERS", "^x-internal-")
+    monkeypatch.setenv("SPANLYTICS_MASK_FIELDS", "iban")
+    monkeypatch.setenv("SPANLYTICS_MASK_ALLOW", "session_count")
+    rules = Settings.resolve(masking=code).masking_rules()
+    assert rules.header_patterns == ("^x-signature$", "^x-internal-")
+    assert rules.field_patterns == ("^pin$", "iban")
+    assert rules.allow == ("author", "session_count")
+    assert rules.callback is keep_last4 and rules.replacement == "***"
+
+    masker = Masker(rules)
+    headers, _ = masker.mask_headers(
+        (("x-signature", "sig"), ("x-internal-id", "42"), ("x-request-id", "r1")), "request.headers"
+    )
+    assert headers == (("x-signature", "***"), ("x-internal-id", "***"), ("x-request-id", "r1"))
+    query, _ = masker.mask_query("pin=1234&iban=DE89370400440532013000&session_count=3&page=2", "q")
+    assert query == "pin=%2A%2A%2A&iban=...3000&session_count=3&page=2"
+    # Without code rules the environment alone applies.
+    assert Settings.resolve().masking_rules().field_patterns == ("iban",)
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        pytest.param({"masking": MaskingRules(field_patterns="^pin$")}, id="code-rules"),  # type: ignore[arg-type]
+        pytest.param({"mask_fields": "^pin$"}, id="keyword"),
+    ],
+)
+def test_masking_rules_keep_a_lone_string_pattern_whole(settings: dict[str, Any]) -> None:
+    # MaskingRules takes a lone string as one pattern (and resolve() splits string keywords
+    # for list settings): merging must not turn "^pin$" into the patterns ^, p, i, n, $.
+    rules = Settings.resolve(**settings).masking_rules()
+    query, _ = Masker(rules).mask_query("pin=1234&name=ann", "request.query")
+    assert query == "pin=%5Bmasked%5D&name=ann"
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("max_queue_size", 0), ("batch_size", 0), ("flush_interval_s", 0.0), ("max_body_bytes", -1)],
+)
+def test_invalid_keyword_values_are_rejected_or_replaced(name: str, value: object) -> None:
+    # max_queue_size=0 makes every finished server span raise IndexError inside span.end(),
+    # in the app's request; batch_size=0 means nothing is ever exported.
+    try:
+        settings = Settings.resolve(**{name: value})
+    except ValueError:
+        return  # a start-up error, like an unknown keyword, is fine
+    assert getattr(settings, name) == getattr(Settings(), name)
+
+
+def test_configure_reads_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("SPANLYTICS_ENABLED", "false")
+    provider = TracerProvider()
+    assert spanlytics.configure(tracer_provider=provider) is None
+    assert capture_options.process_options().enabled is False
+    assert (
+        spanlytics.configure(tracer_provider=provider, enabled=True, local_path=str(tmp_path / "a.db"))
+        is not None
+    )
+    provider.shutdown()
