@@ -277,3 +277,40 @@ def test_every_request_counted_exactly_once(server_kind: str, setup: str, tmp_pa
     assert counts == Counter(f"n={i}" for i in range(total))
     pids = set(re.findall(r"Booting worker with pid: (\d+)|Started server process \[(\d+)\]", server.log()))
     assert len(pids) >= 2, server.log()
+
+
+def test_instrumentor_patches_and_uninstrument_restores(tmp_path: Path) -> None:
+    import flask.app
+    from fastapi.testclient import TestClient
+    from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+    from opentelemetry.instrumentation.flask import FlaskInstrumentor
+    from opentelemetry.sdk.trace import TracerProvider
+    from starlette.applications import Starlette
+
+    import spanlytics
+    from spanlytics.auto import SpanlyticsInstrumentor
+    from tests.support import plain_apps
+
+    originals = (Starlette.__call__, flask.app.Flask.__call__)
+    provider = TracerProvider()
+    processor = spanlytics.configure(tracer_provider=provider, local_path=str(tmp_path / "s.db"))
+    assert processor is not None
+    FastAPIInstrumentor.instrument_app(plain_apps.fastapi_app, tracer_provider=provider)
+    FlaskInstrumentor.instrument_app(plain_apps.flask_app, tracer_provider=provider)
+    instrumentor = SpanlyticsInstrumentor()
+    instrumentor.instrument()
+    try:
+        assert (Starlette.__call__, flask.app.Flask.__call__) != originals
+        TestClient(plain_apps.fastapi_app).post("/login", json={"username": "a", "password": "p"})
+        with plain_apps.flask_app.test_client().post("/login", json={"username": "b", "password": "p"}):
+            pass
+    finally:
+        instrumentor.uninstrument()
+        FastAPIInstrumentor.uninstrument_app(plain_apps.fastapi_app)
+        FlaskInstrumentor.uninstrument_app(plain_apps.flask_app)
+    assert (Starlette.__call__, flask.app.Flask.__call__) == originals
+    assert processor.force_flush()
+    bodies = sorted((json.loads(r.request_body or "{}") for r in iter_records(tmp_path / "s.db")), key=repr)
+    assert sorted(b["username"] for b in bodies) == ["a", "b"]
+    assert all(b["password"] == "[masked]" for b in bodies)
+    provider.shutdown()
