@@ -240,7 +240,14 @@ def _is_busy(exc: sqlite3.OperationalError) -> bool:
 def _open_for_writing(path: str, busy_timeout_s: float) -> sqlite3.Connection:
     conn = sqlite3.connect(path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False)
     try:
-        _check_writable(conn, _user_version(conn))  # before touching a file we may not own
+        # Before touching a file we may not own. One read transaction: in autocommit the
+        # version and the table list would be two snapshots, and a worker migrating the file
+        # in between would look like a foreign database.
+        conn.execute("BEGIN")
+        try:
+            _check_writable(conn, _user_version(conn))
+        finally:
+            conn.execute("COMMIT")
         # Only takes effect on a new, empty file. Rows with bodies run to a few KB: with 4 KB
         # pages one row fills a page, with 8 KB pages the file is ~1/3 smaller and faster.
         conn.execute(f"PRAGMA page_size = {_PAGE_SIZE}")
