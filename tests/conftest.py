@@ -13,8 +13,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-import spanlytics.config
-import spanlytics.consumer
+from spanlytics._throttle import INSTANCES
 from spanlytics.capture import options as capture_options
 from spanlytics.capture.state import STORE
 from spanlytics.destinations.local import iter_records
@@ -61,8 +60,8 @@ def _isolated_process_state(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
             monkeypatch.delenv(name)
     monkeypatch.setattr(capture_options, "_options", capture_options._options)
     monkeypatch.setattr(capture_options, "_deferred", None)
-    for logger in (spanlytics.config._log, spanlytics.consumer._log):
-        monkeypatch.setattr(logger, "_seen", {})
+    for logger in list(INSTANCES):
+        logger.reset()
     yield
 
 

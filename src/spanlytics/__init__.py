@@ -6,7 +6,7 @@
 >>> spanlytics.set_consumer("acme", name="Acme Corp", group="enterprise")  # in a handler
 """
 
-from spanlytics._configure import configure, flush, shutdown
+from spanlytics._configure import configure, flush, shutdown, stats
 from spanlytics.capture import (
     ASGICaptureMiddleware,
     CaptureOptions,
@@ -42,4 +42,5 @@ __all__ = [
     "instrument_app",
     "set_consumer",
     "shutdown",
+    "stats",
 ]

@@ -139,3 +139,19 @@ def shutdown(timeout_s: float = 10.0) -> None:
     flush(timeout_s)
     for exporter in list(LIVE_EXPORTERS):
         exporter.shutdown(int(timeout_s * 1000))
+
+
+def stats() -> dict[str, Any]:
+    """Self-observability counters of this process.
+
+    ``exporters``: spans received, records exported, dropped by reason, queued, parked.
+    ``destinations``: per remote destination, records accepted and sent, batches sent,
+    retries, batches spooled, bytes sent, and ``dropped`` by reason (queue full, rejected by
+    the destination, spool full or expired, shutdown).
+    """
+    from spanlytics.delivery import SENDERS
+
+    return {
+        "exporters": [exporter.stats() for exporter in list(LIVE_EXPORTERS)],
+        "destinations": {sender.name: sender.stats() for sender in list(SENDERS)},
+    }

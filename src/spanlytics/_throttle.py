@@ -5,8 +5,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import weakref
 
 DEFAULT_INTERVAL_S = 60.0
+
+INSTANCES: weakref.WeakSet[ThrottledLogger] = weakref.WeakSet()
 
 
 class ThrottledLogger:
@@ -16,13 +19,19 @@ class ThrottledLogger:
     >>> log.warning("body.decode", "could not decode a body")
     """
 
-    __slots__ = ("_interval", "_lock", "_logger", "_seen")
+    __slots__ = ("__weakref__", "_interval", "_lock", "_logger", "_seen")
 
     def __init__(self, logger: logging.Logger, interval_s: float = DEFAULT_INTERVAL_S) -> None:
         self._logger = logger
         self._interval = interval_s
         self._lock = threading.Lock()
         self._seen: dict[str, tuple[float, int]] = {}
+        INSTANCES.add(self)
+
+    def reset(self) -> None:
+        """Forget what was logged (tests use it to start from a clean slate)."""
+        with self._lock:
+            self._seen.clear()
 
     def _admit(self, key: str) -> int | None:
         """Return the number of suppressed messages if this one may be logged, else None."""

@@ -19,6 +19,7 @@ from spanlytics._throttle import ThrottledLogger
 
 if TYPE_CHECKING:
     from spanlytics.consumer import ConsumerSources
+    from spanlytics.delivery import SenderSettings
     from spanlytics.exclusions import Exclusions
     from spanlytics.masking import MaskingRules
 
@@ -28,7 +29,7 @@ IdentifyConsumer = Callable[[Any], object]
 """A callback receiving a :class:`spanlytics.capture.RequestView` and returning a
 ``Consumer``, an identifier string, a mapping, or ``None``."""
 
-KNOWN_DESTINATIONS = ("local",)
+KNOWN_DESTINATIONS = ("local", "http")
 
 
 def _csv(raw: str) -> tuple[str, ...]:
@@ -103,6 +104,17 @@ _ENV_PARSERS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "exclude_user_agents": ("SPANLYTICS_EXCLUDE_USER_AGENTS", _csv),
     "exclude_defaults": ("SPANLYTICS_EXCLUDE_DEFAULTS", _bool),
     "sampling_fidelity": ("SPANLYTICS_SAMPLING_FIDELITY", _bool),
+    "http_url": ("SPANLYTICS_HTTP_URL", _optional_str),
+    "http_headers": ("SPANLYTICS_HTTP_HEADERS", _csv),
+    "http_gzip": ("SPANLYTICS_HTTP_GZIP", _bool),
+    "spool_dir": ("SPANLYTICS_SPOOL_DIR", _optional_str),
+    "spool_max_bytes": ("SPANLYTICS_SPOOL_MAX_BYTES", _positive_int),
+    "spool_max_age_s": ("SPANLYTICS_SPOOL_MAX_AGE", _positive_float),
+    "delivery_timeout_s": ("SPANLYTICS_DELIVERY_TIMEOUT", _positive_float),
+    "delivery_queue_batches": ("SPANLYTICS_DELIVERY_QUEUE_BATCHES", _positive_int),
+    "delivery_batch_records": ("SPANLYTICS_DELIVERY_BATCH_RECORDS", _positive_int),
+    "delivery_batch_bytes": ("SPANLYTICS_DELIVERY_BATCH_BYTES", _positive_int),
+    "delivery_backoff_max_s": ("SPANLYTICS_DELIVERY_BACKOFF_MAX", _positive_float),
     "mask_headers": ("SPANLYTICS_MASK_HEADERS", _csv),
     "mask_fields": ("SPANLYTICS_MASK_FIELDS", _csv),
     "mask_allow": ("SPANLYTICS_MASK_ALLOW", _csv),
@@ -148,6 +160,17 @@ class Settings:
     exclude_user_agents: tuple[str, ...] = ()
     exclude_defaults: bool = True
     sampling_fidelity: bool = True
+    http_url: str | None = None
+    http_headers: tuple[str, ...] = field(default=(), repr=False)
+    http_gzip: bool = False
+    spool_dir: str | None = None
+    spool_max_bytes: int = 100 * 1024 * 1024
+    spool_max_age_s: float = 24 * 3600.0
+    delivery_timeout_s: float = 10.0
+    delivery_queue_batches: int = 64
+    delivery_batch_records: int = 500
+    delivery_batch_bytes: int = 1024 * 1024
+    delivery_backoff_max_s: float = 30.0
     mask_headers: tuple[str, ...] = ()
     mask_fields: tuple[str, ...] = ()
     mask_allow: tuple[str, ...] = ()
@@ -199,10 +222,46 @@ class Settings:
             "max_body_bytes": self.max_body_bytes >= 0,
             "flush_interval_s": self.flush_interval_s > 0 and math.isfinite(self.flush_interval_s),
             "max_response_wait_s": self.max_response_wait_s > 0 and math.isfinite(self.max_response_wait_s),
+            "spool_max_bytes": self.spool_max_bytes >= 1,
+            "spool_max_age_s": self.spool_max_age_s > 0,
+            "delivery_timeout_s": self.delivery_timeout_s > 0 and math.isfinite(self.delivery_timeout_s),
+            "delivery_queue_batches": self.delivery_queue_batches >= 1,
+            "delivery_batch_records": self.delivery_batch_records >= 1,
+            "delivery_batch_bytes": self.delivery_batch_bytes >= 1,
+            "delivery_backoff_max_s": self.delivery_backoff_max_s > 0,
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
             raise ValueError(f"invalid spanlytics setting(s): {', '.join(bad)}")
+
+    def sender_settings(
+        self, base_url: str, headers: tuple[tuple[str, str], ...] = (), gzip: bool = False
+    ) -> SenderSettings:
+        """Delivery settings for one remote destination."""
+        from spanlytics.delivery import SenderSettings
+
+        return SenderSettings(
+            base_url=base_url.rstrip("/"),
+            headers=headers,
+            gzip=gzip,
+            read_timeout_s=self.delivery_timeout_s,
+            max_queue_batches=self.delivery_queue_batches,
+            spool_dir=self.spool_dir,
+            spool_max_bytes=self.spool_max_bytes,
+            spool_max_age_s=self.spool_max_age_s,
+            backoff_max_s=self.delivery_backoff_max_s,
+        )
+
+    def http_header_pairs(self) -> tuple[tuple[str, str], ...]:
+        """``SPANLYTICS_HTTP_HEADERS`` entries ``Name=Value`` as pairs (malformed ones skipped)."""
+        pairs = []
+        for entry in self.http_headers:
+            name, sep, value = entry.partition("=")
+            if sep and name.strip():
+                pairs.append((name.strip(), value.strip()))
+            else:
+                _log.warning("http.headers", "ignoring a SPANLYTICS_HTTP_HEADERS entry without '='")
+        return tuple(pairs)
 
     def consumer_sources(self) -> ConsumerSources:
         from spanlytics.consumer import ConsumerSources

@@ -56,6 +56,20 @@ def build_destinations(settings: Settings) -> list[Destination]:
             from spanlytics.destinations.local import LocalStore
 
             destinations.append(LocalStore(settings.local_path))
+        elif name == "http":
+            if not settings.http_url:
+                _logger.warning("the http destination needs SPANLYTICS_HTTP_URL; it is not used")
+                continue
+            from spanlytics.destinations.http import HttpDestination, JsonRecordsEncoder
+
+            destinations.append(
+                HttpDestination(
+                    settings.sender_settings(
+                        settings.http_url, settings.http_header_pairs(), settings.http_gzip
+                    ),
+                    JsonRecordsEncoder(settings.delivery_batch_records, settings.delivery_batch_bytes),
+                )
+            )
     return destinations
 
 

@@ -1,0 +1,557 @@
+"""Delivery of encoded batches to an HTTP destination: queue, retries, spool, lifecycle.
+
+It knows HTTP and files, nothing of any wire format: a destination's encoder hands it
+:class:`Batch` objects (bytes plus a path, content type and record count) and it promises:
+
+* ``submit`` never blocks on the network: a bounded in-memory queue (batches and bytes);
+  when it is full, or while the destination is failing, batches go to the spool.
+* Retries with exponential backoff and full jitter on connection errors, timeouts, 408, 429
+  and 5xx; ``Retry-After`` (seconds or an HTTP date) is honoured. Another 4xx drops that
+  batch (logged once, with the status, never the payload). 401/403/404 (a bad key or client
+  id) pause the destination for a while with a clear error instead of hammering it.
+* The spool: one file per batch under a directory per destination, written atomically
+  (temp file, fsync, rename), capped in bytes and age; the oldest go first, counted. A new
+  process delivers what an earlier one left behind, even after ``kill -9``: files are
+  claimed by an atomic rename, so several workers sharing a spool never send one twice.
+  An unwritable spool (read-only or full disk) degrades to memory only, with a warning.
+* ``force_flush``/``shutdown`` deliver or spool everything within their timeout; forked
+  children start with an empty queue; the worker thread never keeps the process alive.
+
+A retried batch keeps its bytes, so the ids the destination format carries stay the same
+and the receiver can tell duplicates (a response lost after the batch arrived) apart.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import hashlib
+import json
+import logging
+import os
+import random
+import threading
+import time
+import uuid
+import weakref
+from collections import deque
+from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from spanlytics._throttle import ThrottledLogger
+
+_logger = logging.getLogger("spanlytics.delivery")
+_log = ThrottledLogger(_logger)
+
+RETRY_STATUSES = frozenset({408, 429})
+MAX_RETRY_AFTER_S = 600.0
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """One encoded request body for a destination."""
+
+    body: bytes
+    records: int
+    path: str = ""
+    content_type: str = "application/json"
+    batch_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    created: float = field(default_factory=time.time)
+
+
+@dataclass(frozen=True)
+class SenderSettings:
+    """Transport settings of one destination. ``headers`` (auth) are never written to disk."""
+
+    base_url: str
+    headers: tuple[tuple[str, str], ...] = ()
+    gzip: bool = False
+    connect_timeout_s: float = 3.0
+    read_timeout_s: float = 10.0
+    max_queue_batches: int = 64
+    max_queue_bytes: int = 32 * 1024 * 1024
+    spool_dir: str | None = None
+    spool_max_bytes: int = 100 * 1024 * 1024
+    spool_max_age_s: float = 24 * 3600.0
+    backoff_initial_s: float = 0.5
+    backoff_max_s: float = 30.0
+    pause_statuses: frozenset[int] = frozenset({401, 403, 404})
+    pause_s: float = 300.0
+
+
+def default_spool_dir() -> str:
+    """``$SPANLYTICS_SPOOL_DIR``, else ``$XDG_CACHE_HOME/spanlytics/spool`` (``~/.cache``)."""
+    configured = os.environ.get("SPANLYTICS_SPOOL_DIR")
+    if configured:
+        return configured
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(cache, "spanlytics", "spool")
+
+
+def retry_after_s(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return min(float(value), MAX_RETRY_AFTER_S)
+    try:
+        when = parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    return min(max(when - (time.time() if now is None else now), 0.0), MAX_RETRY_AFTER_S)
+
+
+class Spool:
+    """Batches on disk: ``<created_ns>-<records>-<batch_id>.batch``, claimed by rename."""
+
+    SUFFIX = ".batch"
+
+    def __init__(self, directory: str | os.PathLike[str], max_bytes: int, max_age_s: float) -> None:
+        self.directory = Path(directory)
+        self.max_bytes = max_bytes
+        self.max_age_s = max_age_s
+        self.enabled = True
+        self.dropped_records: dict[str, int] = {"spool_full": 0, "spool_expired": 0}
+        self._lock = threading.Lock()  # writers: the exporter thread and the sender's worker
+
+    def _disable(self, exc: OSError) -> None:
+        self.enabled = False
+        _log.warning(
+            f"spool.disabled.{self.directory}",
+            "spanlytics spool %s is not writable (%s); keeping batches in memory only",
+            self.directory,
+            type(exc).__name__,
+        )
+
+    def write(self, batch: Batch) -> bool:
+        """Store ``batch`` atomically; False when the spool is unusable."""
+        if not self.enabled:
+            return False
+        name = f"{int(batch.created * 1e9):020d}-{batch.records}-{batch.batch_id}{self.SUFFIX}"
+        header = json.dumps(
+            {
+                "path": batch.path,
+                "content_type": batch.content_type,
+                "batch_id": batch.batch_id,
+                "records": batch.records,
+                "created": batch.created,
+            }
+        ).encode()
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+            tmp = self.directory / f".{name}.{os.getpid()}.tmp"
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                os.write(fd, len(header).to_bytes(4, "big") + header + batch.body)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, self.directory / name)
+        except OSError as exc:
+            self._disable(exc)
+            return False
+        self.enforce_caps()
+        return True
+
+    def _entries(self) -> list[tuple[str, int, int]]:
+        """(name, size, records) of unclaimed batches, oldest first."""
+        try:
+            names = sorted(n for n in os.listdir(self.directory) if n.endswith(self.SUFFIX))
+        except OSError:
+            return []
+        entries = []
+        for name in names:
+            try:
+                size = (self.directory / name).stat().st_size
+            except OSError:
+                continue  # claimed by another process meanwhile
+            entries.append((name, size, _records_of(name)))
+        return entries
+
+    def enforce_caps(self) -> None:
+        """Drop the oldest batches beyond the age cap, then beyond the size cap."""
+        with self._lock:
+            self._enforce_caps()
+
+    def _enforce_caps(self) -> None:
+        entries = self._entries()
+        cutoff_ns = (time.time() - self.max_age_s) * 1e9
+        total = sum(size for _, size, _ in entries)
+        for name, size, records in entries:
+            too_old = _created_ns_of(name) < cutoff_ns
+            if not too_old and total <= self.max_bytes:
+                break
+            if _unlink(self.directory / name):
+                self.dropped_records["spool_expired" if too_old else "spool_full"] += records
+                total -= size
+
+    def claim_oldest(self) -> tuple[Batch, Path] | None:
+        """Take the oldest batch (also ones left claimed by a process that died)."""
+        self._adopt_orphans()
+        for name, _, _ in self._entries():
+            claimed = self.directory / f"{name}.claimed.{os.getpid()}"
+            try:
+                os.rename(self.directory / name, claimed)  # atomic: one claimer wins
+                data = claimed.read_bytes()
+                size = int.from_bytes(data[:4], "big")
+                meta: dict[str, Any] = json.loads(data[4 : 4 + size])
+                batch = Batch(
+                    data[4 + size :],
+                    int(meta["records"]),
+                    str(meta["path"]),
+                    str(meta["content_type"]),
+                    str(meta["batch_id"]),
+                    float(meta["created"]),
+                )
+            except FileNotFoundError:
+                continue
+            except (OSError, ValueError, KeyError) as exc:
+                _log.warning("spool.corrupt", "dropping an unreadable spool file (%s)", type(exc).__name__)
+                _unlink(claimed)
+                continue
+            return batch, claimed
+        return None
+
+    def release(self, claimed: Path) -> None:
+        """Give a claimed batch back (its delivery failed; try again later)."""
+        with contextlib.suppress(OSError):
+            os.rename(claimed, self.directory / claimed.name.split(".claimed.")[0])
+
+    def _adopt_orphans(self) -> None:
+        try:
+            names = [n for n in os.listdir(self.directory) if ".claimed." in n]
+        except OSError:
+            return
+        for name in names:
+            pid = name.rsplit(".", 1)[-1]
+            if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+                self.release(self.directory / name)
+
+
+def _records_of(name: str) -> int:
+    parts = name.split("-", 2)
+    return int(parts[1]) if len(parts) == 3 and parts[1].isdigit() else 0
+
+
+def _created_ns_of(name: str) -> int:
+    head = name.split("-", 1)[0]
+    return int(head) if head.isdigit() else 0
+
+
+def _unlink(path: Path) -> bool:
+    try:
+        path.unlink()
+        return True
+    except OSError:
+        return False
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+SENDERS: weakref.WeakSet[Sender] = weakref.WeakSet()
+"""Every sender in this process, for ``spanlytics.stats()``."""
+
+
+class Sender:
+    """One destination's background delivery: ``submit`` batches, the worker sends them.
+
+    >>> sender = Sender("readme", SenderSettings("https://metrics.readme.io"))  # doctest: +SKIP
+    >>> sender.submit(Batch(b"[...]", records=3, path="/v1/request"))
+    """
+
+    def __init__(self, name: str, settings: SenderSettings) -> None:
+        self.name = name
+        self.settings = settings
+        identity = json.dumps([settings.base_url, sorted(settings.headers)]).encode()
+        key = hashlib.sha256(identity).hexdigest()[:12]
+        # one spool per destination *and* account: another key or URL never sends our batches
+        self.spool = Spool(
+            Path(settings.spool_dir or default_spool_dir()) / f"{name}-{key}",
+            settings.spool_max_bytes,
+            settings.spool_max_age_s,
+        )
+        self._counters = {
+            "records_accepted": 0,
+            "batches_sent": 0,
+            "records_sent": 0,
+            "bytes_sent": 0,
+            "retries": 0,
+            "batches_spooled": 0,
+            "dropped_queue_full": 0,
+            "dropped_rejected": 0,
+            "dropped_shutdown": 0,
+        }
+        self._reset()
+        ref = weakref.ref(self)
+
+        def _after_fork() -> None:
+            sender = ref()
+            if sender is not None:
+                sender._reset()
+
+        os.register_at_fork(after_in_child=_after_fork)
+        SENDERS.add(self)
+
+    def _reset(self) -> None:
+        self._pid = os.getpid()
+        self._cond = threading.Condition()
+        self._queue: deque[Batch] = deque()
+        self._queued_bytes = 0
+        self._inflight: Batch | None = None
+        self._thread: threading.Thread | None = None
+        self._session: requests.Session | None = None
+        self._stopping = False
+        self._failing = False
+        self._paused_until = 0.0
+        self._spool_hint = True  # maybe something on disk (an earlier process's batches)
+
+    # -- producer side (the exporter's background thread) ------------------------------------
+
+    def submit(self, batch: Batch) -> None:
+        """Queue ``batch``; spool it when the queue is full or the destination is failing."""
+        if self._pid != os.getpid():
+            self._reset()
+        self._counters["records_accepted"] += batch.records
+        with self._cond:
+            room = (
+                len(self._queue) < self.settings.max_queue_batches
+                and self._queued_bytes + len(batch.body) <= self.settings.max_queue_bytes
+            )
+            if room and not self._failing and not self._stopping:
+                self._queue.append(batch)
+                self._queued_bytes += len(batch.body)
+                self._cond.notify()
+                batch = None  # type: ignore[assignment]
+        if batch is not None and not self._to_spool(batch):
+            self._keep_in_memory(batch)
+        if self._thread is None and not self._stopping:
+            self._start()
+
+    def _to_spool(self, batch: Batch) -> bool:
+        if not self.spool.write(batch):
+            return False
+        self._counters["batches_spooled"] += 1
+        with self._cond:
+            self._spool_hint = True
+            self._cond.notify()
+        return True
+
+    def _keep_in_memory(self, batch: Batch) -> None:
+        """No spool: keep the newest in memory, dropping (and counting) the oldest."""
+        with self._cond:
+            self._queue.append(batch)
+            self._queued_bytes += len(batch.body)
+            while len(self._queue) > self.settings.max_queue_batches or (
+                self._queued_bytes > self.settings.max_queue_bytes and len(self._queue) > 1
+            ):
+                dropped = self._queue.popleft()
+                self._queued_bytes -= len(dropped.body)
+                self._counters["dropped_queue_full"] += dropped.records
+                _log.warning(
+                    f"queue.full.{self.name}", "spanlytics %s: queue full, oldest batch dropped", self.name
+                )
+            self._cond.notify()
+
+    def _start(self) -> None:
+        with self._cond:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name=f"spanlytics-{self.name}", daemon=True)
+                self._thread.start()
+
+    # -- the worker ---------------------------------------------------------------------------
+
+    def _next(self) -> tuple[Batch, Path | None] | None:
+        with self._cond:
+            if self._queue:
+                batch = self._queue.popleft()
+                self._queued_bytes -= len(batch.body)
+                self._inflight = batch
+                return batch, None
+            hint = self._spool_hint
+        if hint and self.spool.enabled:
+            claimed = self.spool.claim_oldest()
+            if claimed is not None:
+                self._inflight = claimed[0]
+                return claimed
+            with self._cond:
+                self._spool_hint = False
+        return None
+
+    def _run(self) -> None:
+        attempt = 0
+        while True:
+            with self._cond:
+                while not self._stopping and not self._queue and not self._spool_hint:
+                    # look at the spool now and then: another process may have left batches
+                    if not self._cond.wait(timeout=5.0):
+                        self._spool_hint = True
+                if self._stopping:
+                    return
+                pause = self._paused_until - time.monotonic()
+                if pause > 0:
+                    self._cond.wait(timeout=pause)
+                    continue
+            item = self._next()
+            if item is None:
+                continue
+            batch, claimed = item
+            outcome, wait = self._send(batch)
+            self._inflight = None
+            if outcome in ("sent", "rejected"):
+                attempt = 0
+                self._failing = False
+                if claimed is not None:
+                    _unlink(claimed)
+                continue
+            # retry or pause: keep the batch (on disk when possible) and everything queued
+            self._failing = True
+            self._counters["retries"] += 1
+            if claimed is not None:
+                self.spool.release(claimed)
+            elif not self._to_spool(batch):
+                with self._cond:
+                    self._queue.appendleft(batch)
+                    self._queued_bytes += len(batch.body)
+            self._spool_queue()
+            if outcome == "pause":
+                self._paused_until = time.monotonic() + self.settings.pause_s
+                continue
+            attempt += 1
+            cap = min(self.settings.backoff_max_s, self.settings.backoff_initial_s * 2 ** min(attempt, 30))
+            delay = wait if wait is not None else random.uniform(0, cap)  # full jitter
+            with self._cond:
+                if not self._stopping:
+                    self._cond.wait(timeout=delay)
+
+    def _spool_queue(self) -> None:
+        """While the destination fails, move queued batches to disk (bounded memory, crash-safe)."""
+        while self.spool.enabled:
+            with self._cond:
+                if not self._queue:
+                    return
+                batch = self._queue.popleft()
+                self._queued_bytes -= len(batch.body)
+            if not self._to_spool(batch):
+                with self._cond:
+                    self._queue.appendleft(batch)
+                    self._queued_bytes += len(batch.body)
+                return
+
+    def _send(self, batch: Batch) -> tuple[str, float | None]:
+        """POST one batch: ("sent" | "rejected" | "retry" | "pause", seconds to wait)."""
+        if self._session is None:
+            self._session = requests.Session()
+        body = gzip.compress(batch.body, 6) if self.settings.gzip else batch.body
+        headers = {"Content-Type": batch.content_type, **dict(self.settings.headers)}
+        if self.settings.gzip:
+            headers["Content-Encoding"] = "gzip"
+        timeout = (self.settings.connect_timeout_s, self.settings.read_timeout_s)
+        try:
+            response = self._session.post(
+                self.settings.base_url + batch.path, data=body, headers=headers, timeout=timeout
+            )
+            response.close()
+        except requests.RequestException as exc:
+            _log.warning(
+                f"send.error.{self.name}",
+                "spanlytics %s: delivery failed (%s); will retry",
+                self.name,
+                type(exc).__name__,
+            )
+            return "retry", None
+        status = response.status_code
+        if 200 <= status < 300:
+            self._counters["batches_sent"] += 1
+            self._counters["records_sent"] += batch.records
+            self._counters["bytes_sent"] += len(body)
+            return "sent", None
+        if status in RETRY_STATUSES or status >= 500:
+            _log.warning(f"send.status.{self.name}", "spanlytics %s: HTTP %d; will retry", self.name, status)
+            return "retry", retry_after_s(response.headers.get("Retry-After"))
+        if status in self.settings.pause_statuses:
+            _log.error(
+                f"send.pause.{self.name}.{status}",
+                "spanlytics %s: HTTP %d (%s): check the API key / client id; pausing delivery for %.0fs",
+                self.name,
+                status,
+                response.reason or "",
+                self.settings.pause_s,
+            )
+            return "pause", None
+        self._counters["dropped_rejected"] += batch.records
+        _log.warning(
+            f"send.rejected.{self.name}.{status}",
+            "spanlytics %s: HTTP %d (%s); batch dropped",
+            self.name,
+            status,
+            (response.reason or "")[:80],
+        )
+        return "rejected", None
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def force_flush(self, timeout_s: float = 10.0) -> bool:
+        """Wait until the queue is delivered; at the deadline spool what is left."""
+        deadline = time.monotonic() + timeout_s
+        with self._cond:
+            self._cond.notify_all()
+            while (self._queue or self._inflight is not None) and not self._failing:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._cond.wait(timeout=min(remaining, 0.05))
+            done = not self._queue and self._inflight is None
+        if not done:
+            self._spool_queue()
+        return done
+
+    def shutdown(self, timeout_s: float = 10.0) -> None:
+        """Deliver what is queued within ``timeout_s``; spool the rest; stop the worker."""
+        self.force_flush(timeout_s)
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(min(timeout_s, self.settings.read_timeout_s + 1))
+        self._spool_queue()
+        inflight = self._inflight
+        if inflight is not None and thread is not None and thread.is_alive():
+            self._to_spool(inflight)  # at-least-once: it may arrive twice, never not at all
+        with self._cond:
+            lost = sum(b.records for b in self._queue)
+            self._queue.clear()
+        if lost:
+            self._counters["dropped_shutdown"] += lost
+        dropped = self.dropped()
+        if dropped:
+            _logger.warning(
+                "spanlytics %s dropped %d record(s): %s", self.name, sum(dropped.values()), dropped
+            )
+
+    def dropped(self) -> dict[str, int]:
+        counters = {
+            k.removeprefix("dropped_"): v for k, v in self._counters.items() if k.startswith("dropped_")
+        }
+        counters.update(self.spool.dropped_records)
+        return {k: v for k, v in counters.items() if v}
+
+    def stats(self) -> dict[str, Any]:
+        stats: dict[str, Any] = {k: v for k, v in self._counters.items() if not k.startswith("dropped_")}
+        stats["dropped"] = self.dropped()
+        stats["queued_batches"] = len(self._queue)
+        stats["spool_enabled"] = self.spool.enabled
+        return stats

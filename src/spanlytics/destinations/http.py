@@ -1,0 +1,72 @@
+"""Generic HTTP destination: masked records as a JSON array, POSTed to a URL of yours.
+
+For a collector or webhook you run yourself::
+
+    SPANLYTICS_DESTINATIONS=local,http
+    SPANLYTICS_HTTP_URL=https://analytics.internal.example/ingest
+    SPANLYTICS_HTTP_HEADERS="Authorization=Bearer abc123"
+
+Each element is one record with every :class:`~spanlytics.RequestRecord` field; ``id`` is
+the record id, stable across retries, so a receiver can drop duplicates. Delivery (queue,
+retries, spool) is :mod:`spanlytics.delivery`'s.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict
+from typing import Any
+
+from spanlytics.delivery import Batch, Sender, SenderSettings
+from spanlytics.record import RequestRecord
+
+
+def record_to_json(record: RequestRecord) -> dict[str, Any]:
+    data = asdict(record)
+    data["id"] = data.pop("record_id")
+    data["request_headers"] = [list(h) for h in record.request_headers]
+    data["response_headers"] = [list(h) for h in record.response_headers]
+    data["masked"] = [[m.path, m.rule] for m in record.masked]
+    return data
+
+
+class JsonRecordsEncoder:
+    """Records -> JSON array batches of at most ``max_records`` and about ``max_bytes``."""
+
+    def __init__(self, max_records: int = 500, max_bytes: int = 1024 * 1024) -> None:
+        self.max_records = max_records
+        self.max_bytes = max_bytes
+
+    def encode(self, records: Sequence[RequestRecord]) -> Iterator[Batch]:
+        items: list[bytes] = []
+        size = 2
+        for record in records:
+            item = json.dumps(record_to_json(record), separators=(",", ":"), ensure_ascii=False).encode()
+            if items and (len(items) >= self.max_records or size + len(item) + 1 > self.max_bytes):
+                yield Batch(b"[" + b",".join(items) + b"]", len(items))
+                items, size = [], 2
+            items.append(item)
+            size += len(item) + 1
+        if items:
+            yield Batch(b"[" + b",".join(items) + b"]", len(items))
+
+
+class HttpDestination:
+    """POSTs JSON batches of masked records to ``settings.base_url``."""
+
+    name = "http"
+
+    def __init__(self, settings: SenderSettings, encoder: JsonRecordsEncoder | None = None) -> None:
+        self.encoder = encoder or JsonRecordsEncoder()
+        self.sender = Sender(self.name, settings)
+
+    def export(self, records: Sequence[RequestRecord]) -> None:
+        for batch in self.encoder.encode(records):
+            self.sender.submit(batch)
+
+    def force_flush(self, timeout_s: float = 10.0) -> bool:
+        return self.sender.force_flush(timeout_s)
+
+    def shutdown(self, timeout_s: float = 10.0) -> None:
+        self.sender.shutdown(timeout_s)
