@@ -121,7 +121,7 @@ def test_bad_credentials_pause_instead_of_hammering(
     with caplog.at_level(logging.ERROR, "spanlytics"):
         for i in range(5):
             sender.submit(batch(f"p{i}"))
-        poll_until(lambda: stub.requests(), 5, "the first attempt")
+        poll_until(stub.requests, 5, "the first attempt")
         poll_until(lambda: len(spooled(sender)) == 5, 5, "batches kept on disk while paused")
     assert len(stub.requests()) == 1  # paused: one attempt, not five, not a retry loop
     assert f"HTTP {status}" in caplog.text and "API key" in caplog.text
@@ -209,7 +209,7 @@ def test_shutdown_spools_what_cannot_be_delivered(stub: IngestStub, tmp_path: Pa
     stub.mode = ("hang", 3)
     sender = Sender("t", settings(stub, tmp_path, read_timeout_s=2.0))
     sender.submit(batch("h1"))
-    poll_until(lambda: stub.requests(), 5, "the hanging request")
+    poll_until(stub.requests, 5, "the hanging request")
     sender.submit(batch("h2"))
     started = time.monotonic()
     sender.shutdown(1.0)
