@@ -129,7 +129,11 @@ class Spool:
         )
 
     def write(self, batch: Batch) -> bool:
-        """Store ``batch`` atomically; False when the spool is unusable."""
+        """Store ``batch`` atomically; False when the spool is unusable.
+
+        Room is made *before* the file appears (oldest batches out), so the directory never
+        holds more than ``max_bytes``. A batch larger than the whole cap is dropped, counted.
+        """
         if not self.enabled:
             return False
         name = f"{int(batch.created * 1e9):020d}-{batch.records}-{batch.batch_id}{self.SUFFIX}"
@@ -142,21 +146,34 @@ class Spool:
                 "created": batch.created,
             }
         ).encode()
+        data = len(header).to_bytes(4, "big") + header + batch.body
+        if len(data) > self.max_bytes:
+            with self._lock:
+                self.dropped_records["spool_full"] += batch.records
+            return True
         try:
             self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
             tmp = self.directory / f".{name}.{os.getpid()}.tmp"
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             try:
-                os.write(fd, len(header).to_bytes(4, "big") + header + batch.body)
+                os.write(fd, data)
                 os.fsync(fd)
             finally:
                 os.close(fd)
-            os.replace(tmp, self.directory / name)
+            with self._lock:
+                self._enforce_caps(reserve=len(data))
+                os.replace(tmp, self.directory / name)
         except OSError as exc:
             self._disable(exc)
             return False
-        self.enforce_caps()
         return True
+
+    def has_leftovers(self) -> bool:
+        """Batches on disk, unclaimed or claimed by a process that is gone."""
+        try:
+            return any(n.endswith(self.SUFFIX) or ".claimed." in n for n in os.listdir(self.directory))
+        except OSError:
+            return False
 
     def _entries(self) -> list[tuple[str, int, int]]:
         """(name, size, records) of unclaimed batches, oldest first."""
@@ -178,10 +195,10 @@ class Spool:
         with self._lock:
             self._enforce_caps()
 
-    def _enforce_caps(self) -> None:
+    def _enforce_caps(self, reserve: int = 0) -> None:
         entries = self._entries()
         cutoff_ns = (time.time() - self.max_age_s) * 1e9
-        total = sum(size for _, size, _ in entries)
+        total = sum(size for _, size, _ in entries) + reserve
         for name, size, records in entries:
             too_old = _created_ns_of(name) < cutoff_ns
             if not too_old and total <= self.max_bytes:
@@ -304,6 +321,8 @@ class Sender:
 
         os.register_at_fork(after_in_child=_after_fork)
         SENDERS.add(self)
+        if self.spool.has_leftovers():  # an earlier process (even a killed one) left batches
+            self._start()
 
     def _reset(self) -> None:
         self._pid = os.getpid()
