@@ -42,6 +42,7 @@ from typing import Any
 
 import requests
 
+from spanlytics._fork import reset_in_child
 from spanlytics._throttle import ThrottledLogger
 
 _logger = logging.getLogger("spanlytics.delivery")
@@ -312,14 +313,7 @@ class Sender:
             "dropped_shutdown": 0,
         }
         self._reset()
-        ref = weakref.ref(self)
-
-        def _after_fork() -> None:
-            sender = ref()
-            if sender is not None:
-                sender._reset()
-
-        os.register_at_fork(after_in_child=_after_fork)
+        reset_in_child(self, Sender._reset)
         SENDERS.add(self)
         if self.spool.has_leftovers():  # an earlier process (even a killed one) left batches
             self._start()

@@ -29,6 +29,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.trace import SpanKind
 
+from spanlytics._fork import reset_in_child
 from spanlytics._throttle import ThrottledLogger
 from spanlytics.capture.state import STORE, Capture, CaptureStore
 from spanlytics.config import Settings
@@ -117,13 +118,8 @@ class SpanlyticsExporter(SpanExporter):
             if exporter is not None:
                 exporter.shutdown()
 
-        def _after_fork() -> None:
-            exporter = ref()
-            if exporter is not None:
-                exporter._reset_runtime()
-
         atexit.register(_at_exit)
-        os.register_at_fork(after_in_child=_after_fork)
+        reset_in_child(self, SpanlyticsExporter._reset_runtime)
         LIVE_EXPORTERS.add(self)
 
     def _reset_runtime(self) -> None:

@@ -32,11 +32,11 @@ import os
 import sqlite3
 import threading
 import time
-import weakref
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from spanlytics._fork import reset_in_child
 from spanlytics._throttle import ThrottledLogger
 from spanlytics.consumer import Consumer
 from spanlytics.record import ExceptionInfo, MaskedField, RequestRecord
@@ -289,14 +289,7 @@ class LocalStore:
         self._conn: sqlite3.Connection | None = None
         self._pid = os.getpid()
         self._closed = False
-        ref = weakref.ref(self)
-
-        def _reset_in_child() -> None:
-            store = ref()
-            if store is not None:
-                store._after_fork()
-
-        os.register_at_fork(after_in_child=_reset_in_child)
+        reset_in_child(self, LocalStore._after_fork)
 
     def _after_fork(self) -> None:
         # The parent's worker thread may have held the lock at fork time; it does not exist here.
