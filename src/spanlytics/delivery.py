@@ -153,16 +153,16 @@ class Spool:
                 self.dropped_records["spool_full"] += batch.records
             return True
         try:
-            self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-            tmp = self.directory / f".{name}.{os.getpid()}.tmp"
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            try:
-                os.write(fd, data)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            with self._lock:
+            with self._lock:  # make room, write, rename: at no instant over the cap
+                self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
                 self._enforce_caps(reserve=len(data))
+                tmp = self.directory / f".{name}.{os.getpid()}.tmp"
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                try:
+                    os.write(fd, data)
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
                 os.replace(tmp, self.directory / name)
         except OSError as exc:
             self._disable(exc)
@@ -199,7 +199,8 @@ class Spool:
     def _enforce_caps(self, reserve: int = 0) -> None:
         entries = self._entries()
         cutoff_ns = (time.time() - self.max_age_s) * 1e9
-        total = sum(size for _, size, _ in entries) + reserve
+        # batches claimed for a send attempt are still on disk and may come back: count them
+        total = sum(size for _, size, _ in entries) + self._claimed_bytes() + reserve
         for name, size, records in entries:
             too_old = _created_ns_of(name) < cutoff_ns
             if not too_old and total <= self.max_bytes:
@@ -207,6 +208,17 @@ class Spool:
             if _unlink(self.directory / name):
                 self.dropped_records["spool_expired" if too_old else "spool_full"] += records
                 total -= size
+
+    def _claimed_bytes(self) -> int:
+        total = 0
+        try:
+            names = [n for n in os.listdir(self.directory) if ".claimed." in n]
+        except OSError:
+            return 0
+        for name in names:
+            with contextlib.suppress(OSError):
+                total += (self.directory / name).stat().st_size
+        return total
 
     def claim_oldest(self) -> tuple[Batch, Path] | None:
         """Take the oldest batch (also ones left claimed by a process that died)."""
