@@ -6,6 +6,7 @@
 >>> spanlytics.set_consumer("acme", name="Acme Corp", group="enterprise")  # in a handler
 """
 
+from spanlytics.__about__ import VERSION
 from spanlytics._configure import configure, flush, shutdown, stats
 from spanlytics.capture import (
     ASGICaptureMiddleware,
@@ -21,7 +22,7 @@ from spanlytics.masking import KEEP, Masker, MaskingRules
 from spanlytics.processor import SpanlyticsProcessor
 from spanlytics.record import RequestRecord
 
-__version__ = "0.1.0"
+__version__ = VERSION
 
 __all__ = [
     "KEEP",

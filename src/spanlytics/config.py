@@ -29,7 +29,7 @@ IdentifyConsumer = Callable[[Any], object]
 """A callback receiving a :class:`spanlytics.capture.RequestView` and returning a
 ``Consumer``, an identifier string, a mapping, or ``None``."""
 
-KNOWN_DESTINATIONS = ("local", "http")
+KNOWN_DESTINATIONS = ("local", "http", "readme")
 
 
 def _csv(raw: str) -> tuple[str, ...]:
@@ -104,6 +104,14 @@ _ENV_PARSERS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "exclude_user_agents": ("SPANLYTICS_EXCLUDE_USER_AGENTS", _csv),
     "exclude_defaults": ("SPANLYTICS_EXCLUDE_DEFAULTS", _bool),
     "sampling_fidelity": ("SPANLYTICS_SAMPLING_FIDELITY", _bool),
+    "readme_api_key": ("SPANLYTICS_README_API_KEY", _optional_str),
+    "readme_base_url": ("SPANLYTICS_README_BASE_URL", str),
+    "readme_development": ("SPANLYTICS_README_DEVELOPMENT", _bool),
+    "readme_allowed_hosts": ("SPANLYTICS_README_ALLOWED_HOSTS", _csv),
+    "readme_log_anonymous": ("SPANLYTICS_README_LOG_ANONYMOUS", _optional_str),
+    "readme_denylist": ("SPANLYTICS_README_DENYLIST", _csv),
+    "readme_allowlist": ("SPANLYTICS_README_ALLOWLIST", _csv),
+    "trust_forwarded_headers": ("SPANLYTICS_TRUST_FORWARDED_HEADERS", _bool),
     "http_url": ("SPANLYTICS_HTTP_URL", _optional_str),
     "http_headers": ("SPANLYTICS_HTTP_HEADERS", _csv),
     "http_gzip": ("SPANLYTICS_HTTP_GZIP", _bool),
@@ -160,6 +168,14 @@ class Settings:
     exclude_user_agents: tuple[str, ...] = ()
     exclude_defaults: bool = True
     sampling_fidelity: bool = True
+    readme_api_key: str | None = field(default=None, repr=False)
+    readme_base_url: str = "https://metrics.readme.io"
+    readme_development: bool = False
+    readme_allowed_hosts: tuple[str, ...] = ()
+    readme_log_anonymous: str | None = None
+    readme_denylist: tuple[str, ...] = ()
+    readme_allowlist: tuple[str, ...] = ()
+    trust_forwarded_headers: bool = False
     http_url: str | None = None
     http_headers: tuple[str, ...] = field(default=(), repr=False)
     http_gzip: bool = False
@@ -303,9 +319,13 @@ class Settings:
         hidden: tuple[str, ...] = ()
         if self.consumer_hash:  # the raw identifier must not survive in the header it came from
             hidden = tuple(f"^{re.escape(h)}$" for h in self.consumer_sources().identifying_headers())
+        # ReadMe's denylist/allowlist, as aliases: a denylisted name is masked (in any letter
+        # case, at any depth); with an allowlist, every header and field not on it is masked.
+        deny = tuple(f"^{re.escape(name)}$" for name in self.readme_denylist)
+        everything = (".*",) if self.readme_allowlist else ()
         return replace(
             rules,
-            header_patterns=(*names(rules.header_patterns), *self.mask_headers, *hidden),
-            field_patterns=(*names(rules.field_patterns), *self.mask_fields),
-            allow=(*names(rules.allow), *self.mask_allow),
+            header_patterns=(*names(rules.header_patterns), *self.mask_headers, *hidden, *deny, *everything),
+            field_patterns=(*names(rules.field_patterns), *self.mask_fields, *deny, *everything),
+            allow=(*names(rules.allow), *self.mask_allow, *self.readme_allowlist),
         )

@@ -57,6 +57,27 @@ def build_destinations(settings: Settings) -> list[Destination]:
             from spanlytics.destinations.local import LocalStore
 
             destinations.append(LocalStore(settings.local_path))
+        elif name == "readme":
+            if not settings.readme_api_key:
+                _logger.warning("the readme destination needs SPANLYTICS_README_API_KEY; it is not used")
+                continue
+            from spanlytics.destinations.readme import ReadmeDestination, ReadmeOptions
+
+            options = ReadmeOptions(
+                development=settings.readme_development,
+                allowed_hosts=settings.readme_allowed_hosts,
+                anonymous_group=settings.readme_log_anonymous,
+                trust_forwarded=settings.trust_forwarded_headers,
+            )
+            destinations.append(
+                ReadmeDestination(
+                    settings.readme_api_key,
+                    settings.sender_settings(settings.readme_base_url),
+                    options,
+                    min(settings.delivery_batch_records, 100),
+                    settings.delivery_batch_bytes,
+                )
+            )
         elif name == "http":
             if not settings.http_url:
                 _logger.warning("the http destination needs SPANLYTICS_HTTP_URL; it is not used")
@@ -97,6 +118,7 @@ class SpanlyticsExporter(SpanExporter):
             list(destinations) if destinations is not None else build_destinations(self.settings)
         )
         self._store = store
+        self._wants_authorization_hash = any(d.name == "readme" for d in self.destinations)
         self._consumers = self.settings.consumer_sources()
         self._exclusions = self.settings.exclusions()
         self.fed_by_processor = False
@@ -261,6 +283,12 @@ class SpanlyticsExporter(SpanExporter):
             if self._exclusions.excludes(record.path, record.user_agent):
                 self._counters["excluded"] += 1
                 return None
+            if self._wants_authorization_hash:
+                raw = dict(record.request_headers).get("authorization")
+                if raw:
+                    from spanlytics.destinations.readme import readme_hash
+
+                    record = dataclasses.replace(record, authorization_hash=readme_hash(raw))
             if not self.settings.capture_headers:
                 record = dataclasses.replace(record, request_headers=(), response_headers=())
             return self._masker.mask_record(record)

@@ -103,6 +103,9 @@ class RequestRecord:
     exception: ExceptionInfo | None = None
     service_name: str | None = None
     masked: tuple[MaskedField, ...] = field(default=())
+    authorization_hash: str | None = None
+    """ReadMe's hash of the raw Authorization header, for destinations that log it that way;
+    set before masking, only when such a destination is configured; never stored locally."""
 
     @property
     def is_error(self) -> bool:
@@ -184,7 +187,7 @@ def is_text_content_type(content_type: str | None) -> bool:
 
 def body_text(raw: bytes | None, content_type: str | None, size: int | None) -> str | None:
     """The text kept for a captured body: decoded text, a placeholder, or None for no body."""
-    if raw is None or (not raw and not size):
+    if not raw:  # no body, or one the app never read: we did not see it, so none is logged
         return None
     if not is_text_content_type(content_type):
         return f"[body omitted: {size if size is not None else len(raw)} bytes of {content_type}]"

@@ -25,6 +25,7 @@ from spanlytics.record import RequestRecord
 def record_to_json(record: RequestRecord) -> dict[str, Any]:
     data = asdict(record)
     data["id"] = data.pop("record_id")
+    data.pop("authorization_hash", None)
     data["request_headers"] = [list(h) for h in record.request_headers]
     data["response_headers"] = [list(h) for h in record.response_headers]
     data["masked"] = [[m.path, m.rule] for m in record.masked]

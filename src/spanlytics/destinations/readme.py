@@ -1,0 +1,220 @@
+"""ReadMe Metrics destination: masked records as HAR request logs, as ReadMe's SDKs send them.
+
+``POST {base}/v1/request`` with HTTP Basic auth (API key as the user, empty password) and a
+JSON array of log objects::
+
+    {"_id": uuid4, "group": {"id": hashed, "label": name, "email": ...},
+     "clientIPAddress": ..., "development": false,
+     "request": {"log": {"creator": {...}, "entries": [HAR 1.2 entry]}}}
+
+Compared with the official ``readme-metrics`` SDK: masking is case-insensitive and at any
+depth, query strings are masked, bodies are capped, ``content.size`` is the length of the
+logged text and ``bodySize`` the real body size, ``statusText`` is the reason phrase for
+every framework, failed deliveries are retried and spooled instead of dropped, and the URL
+honours ``X-Forwarded-*`` only when you trust the proxy.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import platform
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from http import HTTPStatus
+from typing import Any
+from urllib.parse import parse_qsl
+
+from spanlytics import __about__
+from spanlytics.delivery import Batch, Sender, SenderSettings
+from spanlytics.record import RequestRecord
+
+DEFAULT_BASE_URL = "https://metrics.readme.io"
+PATH = "/v1/request"
+
+
+def readme_hash(value: str) -> str:
+    """ReadMe's hash for group ids and the Authorization header (byte-compatible with its SDKs):
+    ``"sha512-" + base64(sha512(value)) + "?" + value[-4:]``."""
+    digest = base64.b64encode(hashlib.sha512(value.encode("utf-8")).digest()).decode()
+    return f"sha512-{digest}?{value[-4:]}"
+
+
+def _status_text(status: int | None) -> str:
+    try:
+        return HTTPStatus(status or 0).phrase
+    except ValueError:
+        return ""
+
+
+def _started(start_time_ns: int) -> str:
+    moment = datetime.fromtimestamp(start_time_ns / 1e9, tz=timezone.utc)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def _pairs(headers: Sequence[tuple[str, str]]) -> list[dict[str, str]]:
+    return [{"name": name, "value": value} for name, value in headers]
+
+
+@dataclass(frozen=True)
+class ReadmeOptions:
+    development: bool = False
+    allowed_hosts: tuple[str, ...] = ()  # empty: every host is logged
+    anonymous_group: str | None = None  # log requests without a consumer under this label
+    trust_forwarded: bool = False  # build the URL from X-Forwarded-Proto/-Host
+
+
+class ReadmeEncoder:
+    """Masked RequestRecords -> ReadMe log objects (one HAR entry each)."""
+
+    def __init__(self, options: ReadmeOptions | None = None) -> None:
+        self.options = options or ReadmeOptions()
+        self.creator = {
+            "name": "spanlytics",
+            "version": __about__.VERSION,
+            "comment": f"{platform.machine()}-{platform.system().lower()}/{platform.python_version()}",
+        }
+
+    def _url(self, record: RequestRecord) -> tuple[str, str]:
+        scheme, host = record.scheme, record.host
+        if self.options.trust_forwarded:
+            headers = dict(record.request_headers)
+            scheme = headers.get("x-forwarded-proto", scheme).split(",")[0].strip() or scheme
+            host = headers.get("x-forwarded-host", host).split(",")[0].strip() or host
+        url = f"{scheme}://{host}{record.path}"
+        return (f"{url}?{record.query}" if record.query else url), host
+
+    def _group(self, record: RequestRecord) -> dict[str, Any] | None:
+        if record.consumer is not None:
+            group: dict[str, Any] = {"id": readme_hash(record.consumer.identifier)}
+            if record.consumer.name is not None:
+                group["label"] = record.consumer.name
+            if record.consumer.email is not None:
+                group["email"] = record.consumer.email
+            return group
+        if self.options.anonymous_group:
+            return {"id": readme_hash(self.options.anonymous_group), "label": self.options.anonymous_group}
+        return None
+
+    def _post_data(self, record: RequestRecord) -> dict[str, Any] | None:
+        if record.request_body is None:
+            return None
+        mime = record.request_content_type or "text/plain"
+        if mime.split(";")[0].strip().lower() == "application/x-www-form-urlencoded":
+            params = parse_qsl(record.request_body, keep_blank_values=True)
+            return {"mimeType": mime, "params": _pairs(params)}
+        return {"mimeType": mime, "text": record.request_body}
+
+    def entry(self, record: RequestRecord) -> dict[str, Any] | None:
+        """One log object, or None for requests ReadMe does not log (OPTIONS, no group, host)."""
+        if record.method == "OPTIONS":
+            return None
+        group = self._group(record)
+        if group is None:
+            return None
+        url, host = self._url(record)
+        if self.options.allowed_hosts and host.split(":")[0] not in self.options.allowed_hosts:
+            return None
+        headers = [
+            (n, record.authorization_hash if n == "authorization" and record.authorization_hash else v)
+            for n, v in record.request_headers
+        ]
+        request: dict[str, Any] = {
+            "method": record.method,
+            "url": url,
+            "httpVersion": f"HTTP/{record.http_version}",
+            "headers": _pairs(headers),
+            "queryString": _pairs(parse_qsl(record.query, keep_blank_values=True)),
+            "cookies": [],
+            "headersSize": -1,
+            "bodySize": record.request_size if record.request_size is not None else -1,
+        }
+        post_data = self._post_data(record)
+        if post_data is not None:
+            request["postData"] = post_data
+        text = record.response_body or ""
+        response = {
+            "status": record.status or 500,
+            "statusText": _status_text(record.status),
+            "headers": _pairs(record.response_headers),
+            "content": {
+                "text": text,
+                "size": len(text),
+                "mimeType": record.response_content_type or "text/plain",
+            },
+            "headersSize": -1,
+            "bodySize": record.response_size if record.response_size is not None else -1,
+        }
+        return {
+            "_id": record.record_id,
+            "_version": 3,
+            "group": group,
+            "clientIPAddress": record.client_ip or "",
+            "development": self.options.development,
+            "request": {
+                "log": {
+                    "version": "1.2",
+                    "creator": self.creator,
+                    "entries": [
+                        {
+                            "pageref": url,
+                            "startedDateTime": _started(record.start_time_ns),
+                            "time": round(record.duration_ms),
+                            "request": request,
+                            "response": response,
+                            "cache": {},
+                            "timings": {"wait": round(record.duration_ms), "receive": 0},
+                        }
+                    ],
+                }
+            },
+        }
+
+    def encode(self, records: Sequence[RequestRecord], max_records: int, max_bytes: int) -> Iterator[Batch]:
+        items: list[bytes] = []
+        size = 2
+        for record in records:
+            entry = self.entry(record)
+            if entry is None:
+                continue
+            item = json.dumps(entry, separators=(",", ":"), ensure_ascii=False).encode()
+            if items and (len(items) >= max_records or size + len(item) + 1 > max_bytes):
+                yield Batch(b"[" + b",".join(items) + b"]", len(items), PATH)
+                items, size = [], 2
+            items.append(item)
+            size += len(item) + 1
+        if items:
+            yield Batch(b"[" + b",".join(items) + b"]", len(items), PATH)
+
+
+class ReadmeDestination:
+    """Sends request logs to ReadMe's Metrics API through :mod:`spanlytics.delivery`."""
+
+    name = "readme"
+
+    def __init__(
+        self,
+        api_key: str,
+        settings: SenderSettings,
+        options: ReadmeOptions | None = None,
+        max_records: int = 100,
+        max_bytes: int = 1024 * 1024,
+    ) -> None:
+        self.encoder = ReadmeEncoder(options)
+        self.max_records = max_records
+        self.max_bytes = max_bytes
+        token = base64.b64encode(f"{api_key}:".encode()).decode()
+        auth = (("Authorization", f"Basic {token}"),)
+        self.sender = Sender(self.name, SenderSettings(**{**settings.__dict__, "headers": auth}))
+
+    def export(self, records: Sequence[RequestRecord]) -> None:
+        for batch in self.encoder.encode(records, self.max_records, self.max_bytes):
+            self.sender.submit(batch)
+
+    def force_flush(self, timeout_s: float = 10.0) -> bool:
+        return self.sender.force_flush(timeout_s)
+
+    def shutdown(self, timeout_s: float = 10.0) -> None:
+        self.sender.shutdown(timeout_s)
