@@ -42,6 +42,7 @@ from typing import Any
 
 import requests
 
+from spanlytics.__about__ import VERSION
 from spanlytics._fork import reset_in_child
 from spanlytics._throttle import ThrottledLogger
 
@@ -480,7 +481,11 @@ class Sender:
         if self._session is None:
             self._session = requests.Session()
         body = gzip.compress(batch.body, 6) if self.settings.gzip else batch.body
-        headers = {"Content-Type": batch.content_type, **dict(self.settings.headers)}
+        headers = {
+            "Content-Type": batch.content_type,
+            "User-Agent": f"spanlytics/{VERSION}",
+            **dict(self.settings.headers),
+        }
         if self.settings.gzip:
             headers["Content-Encoding"] = "gzip"
         timeout = (self.settings.connect_timeout_s, self.settings.read_timeout_s)

@@ -74,7 +74,9 @@ class ReadmeEncoder:
         self.creator = {
             "name": "spanlytics",
             "version": __about__.VERSION,
-            "comment": f"{platform.machine()}-{platform.system().lower()}/{platform.python_version()}",
+            "comment": (
+                f"{platform.machine()}-{platform.system().lower()}{platform.release()}/{platform.python_version()}"
+            ),
         }
 
     def _url(self, record: RequestRecord) -> tuple[str, str]:
@@ -141,7 +143,7 @@ class ReadmeEncoder:
             "headers": _pairs(record.response_headers),
             "content": {
                 "text": text,
-                "size": len(text),
+                "size": len(text.encode("utf-8")),  # HAR: bytes of the content as logged
                 "mimeType": record.response_content_type or "text/plain",
             },
             "headersSize": -1,
