@@ -175,8 +175,8 @@ def test_unknown_destinations_are_dropped_with_a_warning(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     with caplog.at_level(logging.WARNING, "spanlytics"):
-        assert Settings.resolve(destinations=("Local", "readme", "local")).destinations == ("local",)
-    assert "ignoring unknown spanlytics destination(s) readme; known: local" in caplog.text
+        assert Settings.resolve(destinations=("Local", "nowhere", "local")).destinations == ("local",)
+    assert "ignoring unknown spanlytics destination(s) nowhere; known: local, http, readme" in caplog.text
     assert Settings.resolve(destinations="local,datadog").destinations == ("local",)
     monkeypatch.setenv("SPANLYTICS_DESTINATIONS", "s3")
     assert Settings.resolve().destinations == ()
