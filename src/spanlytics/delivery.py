@@ -333,6 +333,7 @@ class Sender:
 
     def _reset(self) -> None:
         self._pid = os.getpid()
+        self._random = random.Random()  # never the app's global random state
         self._cond = threading.Condition()
         self._queue: deque[Batch] = deque()
         self._queued_bytes = 0
@@ -457,7 +458,7 @@ class Sender:
                 continue
             attempt += 1
             cap = min(self.settings.backoff_max_s, self.settings.backoff_initial_s * 2 ** min(attempt, 30))
-            delay = wait if wait is not None else random.uniform(0, cap)  # full jitter
+            delay = wait if wait is not None else self._random.uniform(0, cap)  # full jitter
             with self._cond:
                 if not self._stopping:
                     self._cond.wait(timeout=delay)
