@@ -238,3 +238,4 @@ def test_forked_child_starts_with_an_empty_queue(stub: IngestStub, tmp_path: Pat
     assert json.loads(os.read(read, 100)) == 0
     os.close(read)
     assert sender.stats()["queued_batches"] >= 3
+    sender.shutdown(0.5)
