@@ -192,3 +192,54 @@ def test_contract_with_a_loopback_metrics_api(server: str, tmp_path: Path) -> No
         h["value"] for e in entries for h in e["request"]["headers"] if h["name"].lower() == "authorization"
     ]
     assert auth_values == [readme_hash("Bearer: a-random-api-key")]  # hashed, once, as ReadMe's SDKs do
+
+
+EXAMPLES = {
+    "fastapi": lambda port: uvicorn_argv("examples.fastapi_service.main:app", port),
+    "flask": lambda port: gunicorn_argv(
+        "examples.flask_app:app", port, "--worker-class", "gthread", "--threads", "4"
+    ),
+}
+
+
+@pytest.mark.parametrize("example", sorted(EXAMPLES))
+def test_examples_send_valid_har_for_every_identified_request(example: str, tmp_path: Path) -> None:
+    from examples.demo_data import API_KEYS
+
+    from tests.test_examples import drive
+
+    stub = IngestStub()
+    port = free_port()
+    env = {
+        "SPANLYTICS_DESTINATIONS": "local,readme",
+        "SPANLYTICS_README_API_KEY": API_KEY,
+        "SPANLYTICS_README_BASE_URL": stub.url,
+        "SPANLYTICS_FLUSH_INTERVAL": "0.2",
+        "SPANLYTICS_SPOOL_DIR": str(tmp_path / "spool"),
+        "SPANLYTICS_LOCAL_PATH": str(tmp_path / "store.db"),
+    }
+    app = start_server(EXAMPLES[example](port), port=port, log_dir=tmp_path, env=env)
+    try:
+        sent = drive(app.base_url)
+        identified = sum(n for (_, _, _, consumer), n in sent.items() if consumer)
+        poll_until(lambda: sum(len(json.loads(r.body)) for r in stub.requests()) >= identified, 20, "logs")
+    finally:
+        app.stop()
+        stub.close()
+    logs = [log for r in stub.requests() for log in json.loads(r.body)]
+    assert len(logs) == identified  # requests without a consumer (the 401s, the login) are skipped
+    schema = json.loads(SCHEMA.read_text())
+    groups = {info["id"]: info for info in API_KEYS.values()}
+    expected_groups = {
+        readme_hash(cid): (groups[cid]["name"], groups[cid]["email"])
+        for (_, _, _, cid), n in sent.items()
+        if cid
+    }
+    for log in logs:
+        (entry,) = log["request"]["log"]["entries"]
+        jsonschema.validate(entry, schema)
+        group = log["group"]
+        assert (group["label"], group["email"]) == expected_groups[group["id"]]
+        assert entry["response"]["content"]["size"] == len(entry["response"]["content"]["text"].encode())
+    sent_text = b"".join(r.body for r in stub.requests())
+    assert b"sk_demo_" not in sent_text  # API keys appear only as ReadMe's hash
