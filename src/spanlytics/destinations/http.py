@@ -18,8 +18,9 @@ from collections.abc import Iterator, Sequence
 from dataclasses import asdict
 from typing import Any
 
-from spanlytics.delivery import Batch, Sender, SenderSettings
+from spanlytics.delivery import Sender, SenderSettings
 from spanlytics.record import RequestRecord
+from spanlytics.spool import Batch
 
 
 def record_to_json(record: RequestRecord) -> dict[str, Any]:

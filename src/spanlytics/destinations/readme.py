@@ -28,8 +28,9 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from spanlytics import __about__
-from spanlytics.delivery import Batch, Sender, SenderSettings
+from spanlytics.delivery import Sender, SenderSettings
 from spanlytics.record import RequestRecord
+from spanlytics.spool import Batch
 
 DEFAULT_BASE_URL = "https://metrics.readme.io"
 PATH = "/v1/request"
