@@ -291,3 +291,19 @@ def test_wsgi_input_read_through_werkzeug_limited_stream(make_stream: Any) -> No
     assert result == [body]
     capture = captures[0]
     assert capture is not None and bytes(capture.request_body) == body and capture.request_size == len(body)
+
+
+def test_store_is_bounded_in_bytes_too() -> None:
+    store = CaptureStore(max_entries=100, max_bytes=10_000)
+    captures = []
+    for span_id in range(10):
+        capture = Capture("POST", "/", "", "http", (), bodies=True, limit=4000)
+        capture.add_request_chunk(b"x" * 3000, 3000)
+        capture.span_id = span_id
+        store.register(span_id, capture)
+        store.finish(capture)
+        captures.append(capture)
+    assert store.bytes <= 10_000
+    assert len(store) == 3 and store.evicted == 7  # 3 x 3000 bytes fit, the oldest went
+    assert store.take(9) is captures[9] and store.bytes == 6000
+    assert store.take(0) is None  # evicted: its request is recorded from the span alone

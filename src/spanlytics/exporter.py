@@ -343,4 +343,6 @@ class SpanlyticsExporter(SpanExporter):
         counters = dict(self._counters)
         counters["queued"] = len(self._queue)
         counters["parked"] = len(self._parked)
+        counters["captures_evicted"] = self._store.evicted
+        counters["captured_bytes_held"] = self._store.bytes
         return counters

@@ -54,6 +54,7 @@ class Capture:
     """
 
     __slots__ = (
+        "accounted",
         "baggage_consumer",
         "bodies",
         "client_ip",
@@ -123,6 +124,7 @@ class Capture:
         self.start_time_ns = time.time_ns()
         self.end_time_ns = 0
         self.done = False
+        self.accounted = 0
         self.on_done: Callable[[], None] | None = None
 
     # -- written on the request path ---------------------------------------------------
@@ -169,36 +171,54 @@ class CaptureStore:
     """Bounded map from server span id to its :class:`Capture`.
 
     Entries are added when a server span starts and removed when the exporter takes them.
-    If spans never reach the exporter (no spanlytics exporter, a sampler that recorded but
-    did not sample, a crashed worker), the oldest entries are evicted once ``max_entries``
-    is reached, and counted in :attr:`evicted`, so memory stays bounded.
+    Bounded twice: by entries (``max_entries``) and by captured body bytes (``max_bytes``,
+    counted when a response finishes). Beyond either, the oldest captures are evicted and
+    counted in :attr:`evicted`; their requests are still recorded, from the span alone.
+    This also covers spans that never reach the exporter (no spanlytics exporter, a sampler
+    that recorded but did not sample, a worker that fell behind).
     """
 
-    def __init__(self, max_entries: int = 4096) -> None:
+    def __init__(self, max_entries: int = 4096, max_bytes: int = 64 * 1024 * 1024) -> None:
         self._max = max_entries
+        self._max_bytes = max_bytes
         # Re-entrant: a signal handler that flushes may interrupt a holder on the main thread.
         self._lock = threading.RLock()
         self._entries: OrderedDict[int, Capture] = OrderedDict()
+        self._bytes = 0
         self.evicted = 0
 
     def reset_after_fork(self) -> None:
         """A forked worker starts with no captures and a fresh lock."""
         self._lock = threading.RLock()
         self._entries = OrderedDict()
+        self._bytes = 0
 
     def __len__(self) -> int:
         return len(self._entries)
 
+    @property
+    def bytes(self) -> int:
+        return self._bytes
+
+    def _evict(self) -> None:
+        while self._entries and (len(self._entries) > self._max or self._bytes > self._max_bytes):
+            _, capture = self._entries.popitem(last=False)
+            self._bytes -= capture.accounted
+            capture.accounted = 0
+            self.evicted += 1
+
     def register(self, span_id: int, capture: Capture) -> None:
         with self._lock:
             self._entries[span_id] = capture
-            while len(self._entries) > self._max:
-                self._entries.popitem(last=False)
-                self.evicted += 1
+            self._evict()
 
     def take(self, span_id: int) -> Capture | None:
         with self._lock:
-            return self._entries.pop(span_id, None)
+            capture = self._entries.pop(span_id, None)
+            if capture is not None:
+                self._bytes -= capture.accounted
+                capture.accounted = 0
+            return capture
 
     def park(self, capture: Capture, resume: Callable[[], None]) -> bool:
         """Ask for ``resume`` to run once ``capture`` is finished.
@@ -218,6 +238,10 @@ class CaptureStore:
         with self._lock:
             capture.done = True
             resume, capture.on_done = capture.on_done, None
+            if capture.span_id is not None and self._entries.get(capture.span_id) is capture:
+                capture.accounted = len(capture.request_body) + len(capture.response_body)
+                self._bytes += capture.accounted
+                self._evict()
         if resume is not None:
             resume()
 
