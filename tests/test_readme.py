@@ -101,6 +101,17 @@ def test_batches_respect_record_and_byte_limits() -> None:
     assert ids == [r.record_id for r in records]
 
 
+def readme_env(stub: IngestStub, tmp_path: Path) -> dict[str, str]:
+    """Settings that point the ReadMe destination at the loopback stub."""
+    return {
+        "SPANLYTICS_DESTINATIONS": "readme",
+        "SPANLYTICS_README_API_KEY": API_KEY,
+        "SPANLYTICS_README_BASE_URL": stub.url,
+        "SPANLYTICS_FLUSH_INTERVAL": "0.2",
+        "SPANLYTICS_SPOOL_DIR": str(tmp_path / "spool"),
+    }
+
+
 SERVERS = {
     "fastapi-uvicorn": lambda port: uvicorn_argv("tests.support.readme_contract_apps:fastapi_app", port),
     "flask-gunicorn": lambda port: gunicorn_argv("tests.support.readme_contract_apps:flask_app", port),
@@ -122,14 +133,7 @@ CALLS: list[tuple[str, str, dict[str, str], bytes]] = [
 def test_contract_with_a_loopback_metrics_api(server: str, tmp_path: Path) -> None:
     stub = IngestStub()
     port = free_port()
-    env = {
-        "SPANLYTICS_DESTINATIONS": "readme",
-        "SPANLYTICS_README_API_KEY": API_KEY,
-        "SPANLYTICS_README_BASE_URL": stub.url,
-        "SPANLYTICS_FLUSH_INTERVAL": "0.2",
-        "SPANLYTICS_SPOOL_DIR": str(tmp_path / "spool"),
-    }
-    app = start_server(SERVERS[server](port), port=port, log_dir=tmp_path, env=env)
+    app = start_server(SERVERS[server](port), port=port, log_dir=tmp_path, env=readme_env(stub, tmp_path))
     try:
         for method, path, headers, body in CALLS:
             if not body:  # requests adds no Content-Type itself for raw bytes
@@ -210,14 +214,8 @@ def test_examples_send_valid_har_for_every_identified_request(example: str, tmp_
 
     stub = IngestStub()
     port = free_port()
-    env = {
-        "SPANLYTICS_DESTINATIONS": "local,readme",
-        "SPANLYTICS_README_API_KEY": API_KEY,
-        "SPANLYTICS_README_BASE_URL": stub.url,
-        "SPANLYTICS_FLUSH_INTERVAL": "0.2",
-        "SPANLYTICS_SPOOL_DIR": str(tmp_path / "spool"),
-        "SPANLYTICS_LOCAL_PATH": str(tmp_path / "store.db"),
-    }
+    env = {**readme_env(stub, tmp_path), "SPANLYTICS_DESTINATIONS": "local,readme"}
+    env["SPANLYTICS_LOCAL_PATH"] = str(tmp_path / "store.db")
     app = start_server(EXAMPLES[example](port), port=port, log_dir=tmp_path, env=env)
     try:
         sent = drive(app.base_url)
