@@ -16,6 +16,7 @@ import os
 import threading
 import time
 import uuid
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,23 @@ class Batch:
     content_type: str = "application/json"
     batch_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     created: float = field(default_factory=time.time)
+
+
+def json_array_batches(
+    items: Iterable[bytes], max_records: int, max_bytes: int, path: str = ""
+) -> Iterator[Batch]:
+    """Encoded JSON values -> JSON-array batches of at most ``max_records`` values and, unless
+    a single value is larger, ``max_bytes`` bytes."""
+    batch: list[bytes] = []
+    size = 2  # the brackets
+    for item in items:
+        if batch and (len(batch) >= max_records or size + len(item) + 1 > max_bytes):
+            yield Batch(b"[" + b",".join(batch) + b"]", len(batch), path)
+            batch, size = [], 2
+        batch.append(item)
+        size += len(item) + 1
+    if batch:
+        yield Batch(b"[" + b",".join(batch) + b"]", len(batch), path)
 
 
 def default_spool_dir() -> str:
@@ -115,20 +133,31 @@ class Spool:
         except OSError:
             return False
 
-    def _entries(self) -> list[tuple[str, int, int]]:
-        """(name, size, records) of unclaimed batches, oldest first."""
+    def _scan(self) -> tuple[list[tuple[str, int, int]], int]:
+        """One listing: (name, size, records) of unclaimed batches oldest first, and the
+        bytes of batches claimed for a send (still on disk, and they may come back)."""
         try:
-            names = sorted(n for n in os.listdir(self.directory) if n.endswith(self.SUFFIX))
+            names = sorted(os.listdir(self.directory))
         except OSError:
-            return []
-        entries = []
+            return [], 0
+        entries, claimed = [], 0
         for name in names:
+            unclaimed = name.endswith(self.SUFFIX)
+            if not unclaimed and ".claimed." not in name:
+                continue
             try:
                 size = (self.directory / name).stat().st_size
             except OSError:
-                continue  # claimed by another process meanwhile
-            entries.append((name, size, _records_of(name)))
-        return entries
+                continue  # claimed or released by another process meanwhile
+            if unclaimed:
+                entries.append((name, size, _records_of(name)))
+            else:
+                claimed += size
+        return entries, claimed
+
+    def _entries(self) -> list[tuple[str, int, int]]:
+        """(name, size, records) of unclaimed batches, oldest first."""
+        return self._scan()[0]
 
     def enforce_caps(self) -> None:
         """Drop the oldest batches beyond the age cap, then beyond the size cap."""
@@ -136,10 +165,9 @@ class Spool:
             self._enforce_caps()
 
     def _enforce_caps(self, reserve: int = 0) -> None:
-        entries = self._entries()
+        entries, claimed = self._scan()
         cutoff_ns = (time.time() - self.max_age_s) * 1e9
-        # batches claimed for a send attempt are still on disk and may come back: count them
-        total = sum(size for _, size, _ in entries) + self._claimed_bytes() + reserve
+        total = sum(size for _, size, _ in entries) + claimed + reserve
         for name, size, records in entries:
             too_old = _created_ns_of(name) < cutoff_ns
             if not too_old and total <= self.max_bytes:
@@ -147,17 +175,6 @@ class Spool:
             if _unlink(self.directory / name):
                 self.dropped_records["spool_expired" if too_old else "spool_full"] += records
                 total -= size
-
-    def _claimed_bytes(self) -> int:
-        total = 0
-        try:
-            names = [n for n in os.listdir(self.directory) if ".claimed." in n]
-        except OSError:
-            return 0
-        for name in names:
-            with contextlib.suppress(OSError):
-                total += (self.directory / name).stat().st_size
-        return total
 
     def claim_oldest(self) -> tuple[Batch, Path] | None:
         """Take the oldest batch (also ones left claimed by a process that died)."""

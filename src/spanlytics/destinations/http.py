@@ -20,7 +20,7 @@ from typing import Any
 
 from spanlytics.delivery import Sender, SenderSettings
 from spanlytics.record import RequestRecord
-from spanlytics.spool import Batch
+from spanlytics.spool import Batch, json_array_batches
 
 
 def record_to_json(record: RequestRecord) -> dict[str, Any]:
@@ -41,17 +41,10 @@ class JsonRecordsEncoder:
         self.max_bytes = max_bytes
 
     def encode(self, records: Sequence[RequestRecord]) -> Iterator[Batch]:
-        items: list[bytes] = []
-        size = 2
-        for record in records:
-            item = json.dumps(record_to_json(record), separators=(",", ":"), ensure_ascii=False).encode()
-            if items and (len(items) >= self.max_records or size + len(item) + 1 > self.max_bytes):
-                yield Batch(b"[" + b",".join(items) + b"]", len(items))
-                items, size = [], 2
-            items.append(item)
-            size += len(item) + 1
-        if items:
-            yield Batch(b"[" + b",".join(items) + b"]", len(items))
+        items = (
+            json.dumps(record_to_json(r), separators=(",", ":"), ensure_ascii=False).encode() for r in records
+        )
+        return json_array_batches(items, self.max_records, self.max_bytes)
 
 
 class HttpDestination:

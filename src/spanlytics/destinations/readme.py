@@ -30,7 +30,7 @@ from urllib.parse import parse_qsl
 from spanlytics import __about__
 from spanlytics.delivery import Sender, SenderSettings
 from spanlytics.record import RequestRecord
-from spanlytics.spool import Batch
+from spanlytics.spool import Batch, json_array_batches
 
 DEFAULT_BASE_URL = "https://metrics.readme.io"
 PATH = "/v1/request"
@@ -176,20 +176,13 @@ class ReadmeEncoder:
         }
 
     def encode(self, records: Sequence[RequestRecord], max_records: int, max_bytes: int) -> Iterator[Batch]:
-        items: list[bytes] = []
-        size = 2
-        for record in records:
-            entry = self.entry(record)
-            if entry is None:
-                continue
-            item = json.dumps(entry, separators=(",", ":"), ensure_ascii=False).encode()
-            if items and (len(items) >= max_records or size + len(item) + 1 > max_bytes):
-                yield Batch(b"[" + b",".join(items) + b"]", len(items), PATH)
-                items, size = [], 2
-            items.append(item)
-            size += len(item) + 1
-        if items:
-            yield Batch(b"[" + b",".join(items) + b"]", len(items), PATH)
+        entries = (self.entry(record) for record in records)
+        items = (
+            json.dumps(entry, separators=(",", ":"), ensure_ascii=False).encode()
+            for entry in entries
+            if entry is not None
+        )
+        return json_array_batches(items, max_records, max_bytes, PATH)
 
 
 class ReadmeDestination:
