@@ -34,10 +34,12 @@ from opentelemetry.sdk.trace import TracerProvider
 from spanlytics._throttle import ThrottledLogger
 from spanlytics.capture.asgi import capture_asgi
 from spanlytics.capture.options import CaptureOptions, defer_until_first_request, set_process_options
+from spanlytics.capture.routes import register_app
 from spanlytics.capture.wsgi import capture_wsgi
 from spanlytics.config import Settings
 
 _log = ThrottledLogger(logging.getLogger("spanlytics.auto"))
+_ROUTES_MARK = "_spanlytics_routes_registered"
 
 
 def selected(environ: Mapping[str, str] | None = None) -> bool:
@@ -71,6 +73,10 @@ class SpanlyticsInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             original_asgi = Starlette.__call__
 
             async def starlette_call(self: Starlette, scope: Any, receive: Any, send: Any) -> None:
+                if "app" not in scope and not getattr(self, _ROUTES_MARK, False):  # not a mounted sub-app
+                    setattr(self, _ROUTES_MARK, True)
+                    register_app(self)
+
                 async def app(scope: Any, receive: Any, send: Any) -> None:
                     await original_asgi(self, scope, receive, send)
 
@@ -84,6 +90,10 @@ class SpanlyticsInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         original_wsgi = flask.app.Flask.__call__
 
         def flask_call(self: flask.app.Flask, environ: Any, start_response: Any) -> Any:
+            if not getattr(self, _ROUTES_MARK, False):
+                setattr(self, _ROUTES_MARK, True)
+                register_app(self)
+
             def app(env: Any, sr: Any) -> Any:
                 return original_wsgi(self, env, sr)
 

@@ -11,6 +11,7 @@ import logging
 import math
 import os
 import re
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
@@ -29,7 +30,7 @@ IdentifyConsumer = Callable[[Any], object]
 """A callback receiving a :class:`spanlytics.capture.RequestView` and returning a
 ``Consumer``, an identifier string, a mapping, or ``None``."""
 
-KNOWN_DESTINATIONS = ("local", "http", "readme")
+KNOWN_DESTINATIONS = ("local", "http", "readme", "apitally")
 
 
 def _csv(raw: str) -> tuple[str, ...]:
@@ -77,6 +78,22 @@ def _optional_str(raw: str) -> str | None:
     return raw.strip() or None
 
 
+APITALLY_ENV_PATTERN = re.compile(r"^[\w-]{1,32}$")
+
+
+def _uuid(raw: str) -> str:
+    try:
+        return str(uuid.UUID(raw.strip()))
+    except ValueError:
+        raise ValueError("expected a UUID such as 3fa85f64-5717-4562-b3fc-2c963f66afa6") from None
+
+
+def _apitally_env(raw: str) -> str:
+    if APITALLY_ENV_PATTERN.match(raw.strip()) is None:
+        raise ValueError("expected 1-32 letters, digits, '_' or '-'")
+    return raw.strip()
+
+
 _LIST_SETTINGS = frozenset(
     {
         "destinations",
@@ -112,6 +129,17 @@ _ENV_PARSERS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "readme_denylist": ("SPANLYTICS_README_DENYLIST", _csv),
     "readme_allowlist": ("SPANLYTICS_README_ALLOWLIST", _csv),
     "trust_forwarded_headers": ("SPANLYTICS_TRUST_FORWARDED_HEADERS", _bool),
+    "apitally_client_id": ("SPANLYTICS_APITALLY_CLIENT_ID", _uuid),
+    "apitally_env": ("SPANLYTICS_APITALLY_ENV", _apitally_env),
+    "apitally_base_url": ("SPANLYTICS_APITALLY_BASE_URL", str),
+    "apitally_sync_interval_s": ("SPANLYTICS_APITALLY_SYNC_INTERVAL", _positive_float),
+    "apitally_request_logging": ("SPANLYTICS_APITALLY_REQUEST_LOGGING", _bool),
+    "apitally_log_query_params": ("SPANLYTICS_APITALLY_LOG_QUERY_PARAMS", _bool),
+    "apitally_log_request_headers": ("SPANLYTICS_APITALLY_LOG_REQUEST_HEADERS", _bool),
+    "apitally_log_request_body": ("SPANLYTICS_APITALLY_LOG_REQUEST_BODY", _bool),
+    "apitally_log_response_headers": ("SPANLYTICS_APITALLY_LOG_RESPONSE_HEADERS", _bool),
+    "apitally_log_response_body": ("SPANLYTICS_APITALLY_LOG_RESPONSE_BODY", _bool),
+    "apitally_log_exception": ("SPANLYTICS_APITALLY_LOG_EXCEPTION", _bool),
     "http_url": ("SPANLYTICS_HTTP_URL", _optional_str),
     "http_headers": ("SPANLYTICS_HTTP_HEADERS", _csv),
     "http_gzip": ("SPANLYTICS_HTTP_GZIP", _bool),
@@ -176,6 +204,17 @@ class Settings:
     readme_denylist: tuple[str, ...] = ()
     readme_allowlist: tuple[str, ...] = ()
     trust_forwarded_headers: bool = False
+    apitally_client_id: str | None = None
+    apitally_env: str = "prod"
+    apitally_base_url: str = "https://hub.apitally.io"
+    apitally_sync_interval_s: float | None = None  # None: 10 s in the first hour, then 60 s
+    apitally_request_logging: bool = False
+    apitally_log_query_params: bool = True
+    apitally_log_request_headers: bool = False
+    apitally_log_request_body: bool = False
+    apitally_log_response_headers: bool = True
+    apitally_log_response_body: bool = False
+    apitally_log_exception: bool = True
     http_url: str | None = None
     http_headers: tuple[str, ...] = field(default=(), repr=False)
     http_gzip: bool = False
@@ -245,7 +284,15 @@ class Settings:
             "delivery_batch_records": self.delivery_batch_records >= 1,
             "delivery_batch_bytes": self.delivery_batch_bytes >= 1,
             "delivery_backoff_max_s": self.delivery_backoff_max_s > 0,
+            "apitally_env": APITALLY_ENV_PATTERN.match(self.apitally_env) is not None,
+            "apitally_sync_interval_s": self.apitally_sync_interval_s is None
+            or (self.apitally_sync_interval_s > 0 and math.isfinite(self.apitally_sync_interval_s)),
         }
+        if self.apitally_client_id is not None:
+            try:
+                uuid.UUID(self.apitally_client_id)
+            except ValueError:
+                checks["apitally_client_id"] = False
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
             raise ValueError(f"invalid spanlytics setting(s): {', '.join(bad)}")

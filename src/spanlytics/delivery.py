@@ -33,6 +33,7 @@ import threading
 import time
 import weakref
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from pathlib import Path
@@ -88,6 +89,10 @@ def retry_after_s(value: str | None, now: float | None = None) -> float | None:
     return min(max(when - (time.time() if now is None else now), 0.0), MAX_RETRY_AFTER_S)
 
 
+StatusHook = Callable[[Batch, requests.Response], "str | None"]
+"""A destination's say on a non-2xx answer: ``"rejected"`` (drop the batch), ``"retry"``,
+``"pause"``, or None for the default handling. Called on the sender's worker thread."""
+
 SENDERS: weakref.WeakSet[Sender] = weakref.WeakSet()
 """Every sender in this process, for ``spanlytics.stats()``."""
 
@@ -99,9 +104,10 @@ class Sender:
     >>> sender.submit(Batch(b"[...]", records=3, path="/v1/request"))
     """
 
-    def __init__(self, name: str, settings: SenderSettings) -> None:
+    def __init__(self, name: str, settings: SenderSettings, on_status: StatusHook | None = None) -> None:
         self.name = name
         self.settings = settings
+        self.on_status = on_status
         identity = json.dumps([settings.base_url, sorted(settings.headers)]).encode()
         key = hashlib.sha256(identity).hexdigest()[:12]
         # one spool per destination *and* account: another key or URL never sends our batches
@@ -305,6 +311,16 @@ class Sender:
             self._counters["records_sent"] += batch.records
             self._counters["bytes_sent"] += len(body)
             return "sent", None
+        if self.on_status is not None:
+            try:
+                outcome = self.on_status(batch, response)
+            except Exception as exc:  # a destination's bug must not stop delivery
+                _log.failure(f"send.hook.{self.name}", f"spanlytics {self.name}: status hook failed", exc)
+                outcome = None
+            if outcome == "rejected":
+                self._counters["dropped_rejected"] += batch.records
+            if outcome is not None:
+                return outcome, None
         if status in RETRY_STATUSES or status >= 500:
             _log.warning(f"send.status.{self.name}", "spanlytics %s: HTTP %d; will retry", self.name, status)
             return "retry", retry_after_s(response.headers.get("Retry-After"))

@@ -23,6 +23,7 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Sequence
+from dataclasses import fields
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry.sdk.trace import ReadableSpan
@@ -90,6 +91,29 @@ def build_destinations(settings: Settings) -> list[Destination]:
                         settings.http_url, settings.http_header_pairs(), settings.http_gzip
                     ),
                     JsonRecordsEncoder(settings.delivery_batch_records, settings.delivery_batch_bytes),
+                )
+            )
+        elif name == "apitally":
+            if not settings.apitally_client_id:
+                _logger.warning("the apitally destination needs SPANLYTICS_APITALLY_CLIENT_ID; not used")
+                continue
+            from spanlytics.destinations.apitally import ApitallyDestination, ApitallyOptions
+
+            # ApitallyOptions' fields are the apitally_* settings without their prefix
+            apitally_options = ApitallyOptions(
+                trust_forwarded=settings.trust_forwarded_headers,
+                **{
+                    f.name: getattr(settings, f"apitally_{f.name}")
+                    for f in fields(ApitallyOptions)
+                    if f.name != "trust_forwarded"
+                },
+            )
+            destinations.append(
+                ApitallyDestination(
+                    settings.apitally_client_id,
+                    settings.apitally_env,
+                    settings.sender_settings(settings.apitally_base_url),
+                    apitally_options,
                 )
             )
     return destinations

@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 
 from spanlytics.capture.asgi import ASGIApp, ASGICaptureMiddleware
 from spanlytics.capture.options import CaptureOptions
+from spanlytics.capture.routes import register_app
 from spanlytics.capture.wsgi import WSGICaptureMiddleware
 
 _logger = logging.getLogger("spanlytics.capture")
@@ -91,4 +92,5 @@ def instrument_app(app: App, *, options: CaptureOptions | None = None) -> App:
             "wrap other ASGI/WSGI apps with ASGICaptureMiddleware or WSGICaptureMiddleware"
         )
     setattr(target, _MARK, True)
+    register_app(target)
     return app
