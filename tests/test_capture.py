@@ -307,3 +307,31 @@ def test_store_is_bounded_in_bytes_too() -> None:
     assert len(store) == 3 and store.evicted == 7  # 3 x 3000 bytes fit, the oldest went
     assert store.take(9) is captures[9] and store.bytes == 6000
     assert store.take(0) is None  # evicted: its request is recorded from the span alone
+
+
+def _otel_middleware(app: Any) -> Any:
+    from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+
+    layer = app.build_middleware_stack()
+    while not isinstance(layer, OpenTelemetryMiddleware):
+        layer = layer.app
+    return layer
+
+
+@pytest.mark.parametrize("framework", ["fastapi", "starlette"])
+def test_instrument_app_leaves_out_the_internal_receive_send_spans(framework: str) -> None:
+    from fastapi import FastAPI
+    from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+    from starlette.applications import Starlette
+
+    import spanlytics
+
+    app = FastAPI() if framework == "fastapi" else Starlette()
+    spanlytics.instrument_app(app)
+    middleware = _otel_middleware(app)
+    assert middleware.exclude_receive_span and middleware.exclude_send_span
+    mine = FastAPI()
+    FastAPIInstrumentor.instrument_app(mine)  # instrumented by the user first: left as it is
+    spanlytics.instrument_app(mine)
+    kept = _otel_middleware(mine)
+    assert not kept.exclude_receive_span and not kept.exclude_send_span

@@ -17,6 +17,19 @@ App = TypeVar("App")
 _MARK = "_spanlytics_capture_installed"
 
 
+INTERNAL_SPANS = ("receive", "send")
+"""The ASGI middleware's internal spans (one per body message); capture does not need them."""
+
+
+def _exclude_internal_spans(app: Any) -> None:
+    """StarletteInstrumentor.instrument_app has no ``exclude_spans``; its middleware does."""
+    from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+
+    for middleware in getattr(app, "user_middleware", ()):
+        if middleware.cls is OpenTelemetryMiddleware and "exclude_spans" not in middleware.kwargs:
+            middleware.kwargs["exclude_spans"] = list(INTERNAL_SPANS)
+
+
 def _otel_instrument_asgi(app: Any) -> Callable[[ASGIApp], ASGIApp] | None:
     """Apply the framework's standard OTel instrumentor, or return a raw-middleware wrapper.
 
@@ -32,7 +45,7 @@ def _otel_instrument_asgi(app: Any) -> Callable[[ASGIApp], ASGIApp] | None:
         if isinstance(app, fastapi.FastAPI):
             from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
-            FastAPIInstrumentor.instrument_app(app)
+            FastAPIInstrumentor.instrument_app(app, exclude_spans=list(INTERNAL_SPANS))
             return None
     except ImportError:
         pass
@@ -40,13 +53,14 @@ def _otel_instrument_asgi(app: Any) -> Callable[[ASGIApp], ASGIApp] | None:
         from opentelemetry.instrumentation.starlette import StarletteInstrumentor
 
         StarletteInstrumentor.instrument_app(app)
+        _exclude_internal_spans(app)
         return None
     except ImportError:
         _logger.info("no FastAPI/Starlette instrumentor installed; using the generic ASGI one")
     from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 
     def wrap(stack: ASGIApp) -> ASGIApp:
-        middleware: ASGIApp = OpenTelemetryMiddleware(stack)
+        middleware: ASGIApp = OpenTelemetryMiddleware(stack, exclude_spans=list(INTERNAL_SPANS))
         return middleware
 
     return wrap
@@ -58,7 +72,9 @@ def instrument_app(app: App, *, options: CaptureOptions | None = None) -> App:
     Works with FastAPI and Starlette (the capture wraps the whole middleware stack, outside
     the OTel middleware, so 500 responses made by Starlette's error handler are seen too)
     and Flask (``app.wsgi_app`` is wrapped). If the app is not instrumented by
-    OpenTelemetry yet, the standard instrumentor for its framework is applied first.
+    OpenTelemetry yet, the standard instrumentor for its framework is applied first, without
+    the ASGI middleware's internal ``receive``/``send`` spans (instrument the app yourself
+    first to keep them).
     Calling it twice is harmless::
 
         app = FastAPI()
