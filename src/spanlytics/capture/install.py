@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from spanlytics.capture.asgi import ASGIApp, ASGICaptureMiddleware
 from spanlytics.capture.options import CaptureOptions
@@ -17,7 +17,7 @@ App = TypeVar("App")
 _MARK = "_spanlytics_capture_installed"
 
 
-INTERNAL_SPANS = ("receive", "send")
+INTERNAL_SPANS: tuple[Literal["receive", "send"], ...] = ("receive", "send")
 """The ASGI middleware's internal spans (one per body message); capture does not need them."""
 
 
