@@ -201,6 +201,9 @@ class Masker:
         self._escape = "\\u" if self._field_custom is None else "\\"
         self._header_cache: dict[str, str | None] = {}
         self._field_cache: dict[str, str | None] = {}
+        # header values the free-text scan found nothing in (Host, Accept, User-Agent ... repeat
+        # on every request); only clean values are kept, so no secret is ever a key here
+        self._clean_values: dict[str, None] = {}
 
     # --- verdicts -----------------------------------------------------------------------
 
@@ -291,6 +294,17 @@ class Masker:
                     message=take(self.mask_text(exception.message, "exception.message")),
                     stacktrace=take(self.mask_text(exception.stacktrace, "exception.stacktrace")),
                 )
+            if (
+                len(masks) == len(record.masked)
+                and request_headers is record.request_headers
+                and response_headers is record.response_headers
+                and query is record.query
+                and query_in_url == url_query
+                and request_body is record.request_body
+                and response_body is record.response_body
+                and exception == record.exception
+            ):
+                return record  # nothing to hide: no copy (records are immutable)
             return dataclasses.replace(
                 record,
                 request_headers=request_headers,
@@ -312,22 +326,30 @@ class Masker:
         try:
             out: list[tuple[str, str]] = []
             masks: list[MaskedField] = []
+            clean = self._clean_values
+            changed = False
             for name, raw in headers:
-                path = f"{prefix}.{name.lower()}"
                 rule = self._header_rule(name)
                 value = raw
-                if not raw or name.lower() in self._allow:
+                if not raw or (raw in clean and rule is None) or name.lower() in self._allow:
                     pass
                 elif rule is not None:
+                    path = f"{prefix}.{name.lower()}"
                     replacement = self._decide(path, raw, rule)
                     if replacement is not None:
                         value = replacement
                         masks.append(MaskedField(path, rule))
                 else:
-                    value, found = self._mask_text(raw, path)
-                    masks += found
+                    value, found = self._mask_text(raw, f"{prefix}.{name.lower()}")
+                    if found:
+                        masks += found
+                    elif value == raw:
+                        if len(clean) >= _CACHE_MAX:  # values are client-chosen: stay bounded
+                            clean.clear()
+                        clean[raw] = None
+                changed = changed or value is not raw
                 out.append((name, value))
-            return tuple(out), masks
+            return (tuple(out) if changed else headers), masks
         except Exception as exc:
             _log.failure("masking.headers", "could not mask headers; their values were replaced", exc)
             return tuple((n, FAILED) for n, _ in headers), [MaskedField(prefix, "mask:error")]
