@@ -239,3 +239,20 @@ def test_forked_child_starts_with_an_empty_queue(stub: IngestStub, tmp_path: Pat
     os.close(read)
     assert sender.stats()["queued_batches"] >= 3
     sender.shutdown(0.5)
+
+
+def test_payload_json_is_the_same_with_orjson_and_the_standard_library() -> None:
+    from spanlytics import _json
+
+    payload = {
+        "text": "caf\u00e9 \u2603 \"q\" \\ \n",
+        "n": [0, -1, 2**63 - 1, 1.5, 0.1, 1e-7, True, None],
+        "nested": {"a": [{"b": ""}]},
+        10: "int key",
+    }
+    assert _json.BACKEND == "orjson"  # the test extras install it; the fallback is checked below
+    assert json.loads(_json.dumps(payload)) == json.loads(_json._stdlib_dumps(payload))
+    assert b" " not in _json.dumps({"a": [1, 2]})  # compact, as the standard library is told
+    assert json.loads(_json.dumps({"big": 2**70})) == {"big": 2**70}  # beyond orjson: stdlib
+    lone = {"s": "a\ud800b"}
+    assert json.loads(_json.dumps(lone)) == lone and json.loads(_json._stdlib_dumps(lone)) == lone

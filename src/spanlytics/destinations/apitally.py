@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING, Any
 
 from spanlytics import __about__
 from spanlytics._fork import reset_in_child
+from spanlytics._json import dumps
 from spanlytics._throttle import ThrottledLogger
 from spanlytics.capture import routes
 from spanlytics.delivery import Sender, SenderSettings, retry_after_s
@@ -607,7 +608,7 @@ class ApitallyDestination:
                     continue
                 if self._log_file is None:
                     self._log_file = LogFile()
-                self._log_file.write(json.dumps(item, separators=(",", ":"), ensure_ascii=False).encode())
+                self._log_file.write(dumps(item))
                 if self._log_file.size >= MAX_LOG_FILE_BYTES:
                     full.append(self._log_file)
                     self._log_file = None
@@ -633,7 +634,7 @@ class ApitallyDestination:
 
     def _payload(self, data: dict[str, Any]) -> bytes:
         message = {"instance_uuid": self.instance_uuid, "message_uuid": str(uuid.uuid4()), **data}
-        return json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode()
+        return dumps(message)
 
     def _announce(self) -> None:
         """The startup message, once per process and again when another app registers."""

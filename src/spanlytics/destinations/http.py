@@ -13,11 +13,11 @@ retries, spool) is :mod:`spanlytics.delivery`'s.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict
 from typing import Any
 
+from spanlytics._json import dumps
 from spanlytics.delivery import Sender, SenderSettings
 from spanlytics.record import RequestRecord
 from spanlytics.spool import Batch, json_array_batches
@@ -41,9 +41,7 @@ class JsonRecordsEncoder:
         self.max_bytes = max_bytes
 
     def encode(self, records: Sequence[RequestRecord]) -> Iterator[Batch]:
-        items = (
-            json.dumps(record_to_json(r), separators=(",", ":"), ensure_ascii=False).encode() for r in records
-        )
+        items = (dumps(record_to_json(r)) for r in records)
         return json_array_batches(items, self.max_records, self.max_bytes)
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 import platform
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from spanlytics import __about__
+from spanlytics._json import dumps
 from spanlytics.delivery import Sender, SenderSettings
 from spanlytics.record import RequestRecord
 from spanlytics.spool import Batch, json_array_batches
@@ -177,11 +177,7 @@ class ReadmeEncoder:
 
     def encode(self, records: Sequence[RequestRecord], max_records: int, max_bytes: int) -> Iterator[Batch]:
         entries = (self.entry(record) for record in records)
-        items = (
-            json.dumps(entry, separators=(",", ":"), ensure_ascii=False).encode()
-            for entry in entries
-            if entry is not None
-        )
+        items = (dumps(entry) for entry in entries if entry is not None)
         return json_array_batches(items, max_records, max_bytes, PATH)
 
 
