@@ -1,0 +1,1 @@
+"""Per-stage micro-benchmarks (pytest-benchmark); see ``benchmarks/README.md``."""
