@@ -245,7 +245,7 @@ def test_payload_json_is_the_same_with_orjson_and_the_standard_library() -> None
     from spanlytics import _json
 
     payload = {
-        "text": "caf\u00e9 \u2603 \"q\" \\ \n",
+        "text": 'caf\u00e9 \u2603 "q" \\ \n',
         "n": [0, -1, 2**63 - 1, 1.5, 0.1, 1e-7, True, None],
         "nested": {"a": [{"b": ""}]},
         10: "int key",

@@ -1,0 +1,339 @@
+"""Request-path benchmark: spanlytics against plain OpenTelemetry and its peers, as real servers.
+
+Every variant (``--variants``; see ``harness_variants.py``) of every framework runs as its own
+server process: Starlette and FastAPI under uvicorn (one worker, the asyncio loop and h11),
+Flask under gunicorn (``-w 1``, sync worker). wrk drives it on loopback (a 1 KB JSON POST with
+a password to mask, or ``--endpoint get``) after a short warm-up, while a thread samples the
+serving process's RSS. Each round runs every variant once, in reverse order on odd rounds
+(A B C, C B A), so drift of the machine hits every variant alike; the tables show medians over
+rounds. Tools that ship logs send them to a loopback stub in its own process
+(``ingest_stub.py``); a graceful stop after each run lets them flush, and "sent KB" is what
+reached the stub. Peers run in their own throwaway venvs (``harness_peers.py``).
+
+    .venv/bin/python benchmarks/harness.py --rounds 3 --duration 10
+    .venv/bin/python benchmarks/harness.py --frameworks flask --variants bare,otel,spanlytics-local,readme
+    .venv/bin/python benchmarks/harness.py --endpoint get --json results.json
+
+The markdown goes to stdout, progress to stderr, every raw number to ``--json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from harness_peers import DEFAULT_VENVS, PEERS, ensure_venv, venv_python, venv_version
+from harness_servers import (
+    ROOT,
+    RssSampler,
+    ServerCommand,
+    ServerFailed,
+    clean_environment,
+    free_port,
+    gunicorn_command,
+    running_server,
+    uvicorn_command,
+)
+from harness_tables import framework_table, summarize
+from harness_variants import ASGI, FRAMEWORKS, VARIANTS, Variant, app_module, server_environment
+from harness_wrk import PATHS, ensure_wrk, run_wrk, write_script, wrk_version
+
+Result = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Settings:
+    rounds: int
+    duration: int
+    warmup: int
+    endpoint: str
+    threads: int
+    connections: int
+    frameworks: tuple[str, ...]
+    variants: tuple[str, ...]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**self.__dict__, "frameworks": list(self.frameworks), "variants": list(self.variants)}
+
+
+class Stub:
+    """The harness's handle on the ingestion stub process."""
+
+    def __init__(self, port: int) -> None:
+        self.url = f"http://127.0.0.1:{port}"
+
+    def reset(self) -> None:
+        request = urllib.request.Request(f"{self.url}/_stub/reset", b"", method="POST")
+        urllib.request.urlopen(request, timeout=5).close()
+
+    def stats(self) -> dict[str, Any]:
+        with urllib.request.urlopen(f"{self.url}/_stub/stats", timeout=5) as response:
+            stats: dict[str, Any] = json.load(response)
+        return stats
+
+
+@contextmanager
+def ingest_stub(workdir: Path) -> Iterator[Stub]:
+    port = free_port()
+    argv = (sys.executable, str(ROOT / "benchmarks" / "ingest_stub.py"), "--port", str(port))
+    with running_server(ServerCommand(argv, port, False), clean_environment({}), workdir / "stub.log"):
+        yield Stub(port)
+
+
+@dataclass
+class Bench:
+    """One harness run: the load, the stub and the interpreters, shared by every measurement."""
+
+    settings: Settings
+    wrk: str
+    script: Path
+    stub: Stub
+    workdir: Path
+    pythons: dict[str, str]
+    peer_failures: dict[str, str]
+
+    def run_framework(self, framework: str) -> list[Result]:
+        """Every requested variant on ``framework``, interleaved over rounds."""
+        variants = [VARIANTS[name] for name in self.settings.variants]
+        results = {v.name: planned(framework, v, self.peer_failures) for v in variants}
+        runnable = [v for v in variants if results[v.name]["status"] == "pending"]
+        for round_no in range(self.settings.rounds):
+            for variant in runnable if round_no % 2 == 0 else runnable[::-1]:
+                result = results[variant.name]
+                if result["status"] == "pending":
+                    self.measure_into(result, variant, framework, round_no)
+        for result in results.values():
+            if result["status"] == "pending":
+                result["status"] = "ok"
+                result["summary"] = summarize(result["runs"])
+        return list(results.values())
+
+    def measure_into(self, result: Result, variant: Variant, framework: str, round_no: int) -> None:
+        """One measured run appended to ``result``; a variant that fails is not run again."""
+        try:
+            run = self.measure(variant, framework, round_no)
+        except (ServerFailed, RuntimeError, OSError, subprocess.SubprocessError) as exc:
+            result["status"], result["reason"] = "failed", str(exc).splitlines()[0]
+            print(f"{framework} {variant.name} FAILED: {exc}", file=sys.stderr, flush=True)
+            return
+        result["runs"].append(run)
+        print(
+            f"{framework:<9} round {round_no + 1}/{self.settings.rounds} {variant.name:<19} "
+            f"{run['rps']:8.0f} req/s  p99 {run['p99_ms']:7.2f} ms  rss {run['rss_median_mb']:6.1f} MB  "
+            f"sent {run['sent_bytes'] / 1024:8.0f} KB",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    def measure(self, variant: Variant, framework: str, round_no: int) -> Result:
+        """Start the server, warm it up, measure while sampling RSS, stop it gracefully, then
+        ask the stub what arrived (a tool flushes at shutdown, so not before)."""
+        run_dir = self.workdir / f"{framework}-{variant.name}-{round_no}"
+        run_dir.mkdir()
+        python = self.pythons[variant.peer] if variant.peer else sys.executable
+        port = free_port()
+        build = uvicorn_command if framework in ASGI else gunicorn_command
+        command = build(python, app_module(framework), port)
+        env = clean_environment(server_environment(variant, run_dir, self.stub.url))
+        url = f"http://127.0.0.1:{port}{PATHS[self.settings.endpoint]}"
+        s = self.settings
+        self.stub.reset()
+        with running_server(command, env, run_dir / "server.log") as server:
+            if s.warmup > 0:
+                run_wrk(self.wrk, url, self.script, s.warmup, s.threads, s.connections)
+            with RssSampler(server.worker_pid()) as rss:
+                load = run_wrk(self.wrk, url, self.script, s.duration, s.threads, s.connections)
+        sent = self.stub.stats()
+        shutil.rmtree(run_dir, ignore_errors=True)
+        return {
+            "round": round_no + 1,
+            **load.__dict__,
+            "rss_samples_mb": rss.samples,
+            **rss.summary(),
+            "sent_requests": sent["requests"],
+            "sent_bytes": sent["bytes"],
+            "sent_paths": sent["paths"],
+        }
+
+
+def planned(framework: str, variant: Variant, peer_failures: dict[str, str]) -> Result:
+    """A result before any run: pending, or why the variant will not run here."""
+    status, reason = "pending", None
+    if framework not in variant.frameworks:
+        status, reason = "unsupported", f"{', '.join(variant.frameworks)} only"
+    elif (why := variant.unavailable()) is not None:
+        status, reason = "skipped", why
+    elif variant.peer in peer_failures:
+        status, reason = "failed", peer_failures[variant.peer]
+    return {"framework": framework, "variant": variant.name, "status": status, "reason": reason, "runs": []}
+
+
+def prepare_peers(settings: Settings, venvs: Path) -> tuple[dict[str, str], dict[str, str]]:
+    """The python of every peer a requested variant runs on a requested framework, and why
+    each peer whose venv could not be made is missing (its variants then fail, the rest run)."""
+    needed = {
+        v.peer
+        for v in (VARIANTS[name] for name in settings.variants)
+        if v.peer and set(v.frameworks) & set(settings.frameworks)
+    }
+    pythons, failures = {}, {}
+    for name in sorted(needed):
+        try:
+            pythons[name] = str(ensure_venv(PEERS[name], venvs))
+        except (RuntimeError, OSError, subprocess.CalledProcessError) as exc:
+            print(f"{name}: {exc}", file=sys.stderr, flush=True)
+            failures[name] = f"no venv for {name} ({str(exc).splitlines()[0]})"
+    return pythons, failures
+
+
+def commands(settings: Settings) -> dict[str, str]:
+    """The command lines behind the figures, for the JSON record."""
+    asgi = uvicorn_command("python", app_module("starlette"), 8000).argv
+    wsgi = gunicorn_command("python", app_module("flask"), 8000).argv
+    wrk = (
+        f"wrk -t{settings.threads} -c{settings.connections} -d{settings.duration}s --timeout 10s --latency "
+        f"-s {settings.endpoint}.lua http://127.0.0.1:8000{PATHS[settings.endpoint]}"
+    )
+    return {"asgi": " ".join(asgi), "wsgi": " ".join(wsgi), "wrk": wrk}
+
+
+def version(distribution: str) -> str:
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def peer_version(peer: str, venvs: Path) -> str:
+    python = venv_python(venvs / peer)
+    if python.exists():
+        return venv_version(python, PEERS[peer].distribution)
+    return PEERS[peer].requirement.rsplit("==", 1)[1] + " (pinned; venv not created)"
+
+
+def describe_environment(wrk: str, venvs: Path) -> dict[str, Any]:
+    """What the figures depend on: the machine and every version in play."""
+    packages = [
+        "opentelemetry-sdk",
+        "opentelemetry-instrumentation",
+        "spanlytics",
+        "fastapi",
+        "starlette",
+        "flask",
+        "uvicorn",
+        "gunicorn",
+    ]
+    return {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "cpus": os.cpu_count(),
+        "machine": platform.platform(),
+        "python": platform.python_version(),
+        "versions": {
+            **{name: version(name) for name in packages},
+            "apitally 1.x": peer_version("apitally1", venvs),
+            "apitally 0.x": peer_version("apitally0", venvs),
+            "readme-metrics": peer_version("readme", venvs),
+            "wrk": wrk_version(wrk),
+        },
+    }
+
+
+def environment_markdown(environment: dict[str, Any]) -> str:
+    env, v = environment, environment["versions"]
+    return "\n".join(
+        [
+            "## Request-path benchmark",
+            "",
+            f"- {env['date']}, {env['cpus']} CPUs, {env['machine']}, Python {env['python']}",
+            f"- OpenTelemetry SDK {v['opentelemetry-sdk']}, instrumentation "
+            f"{v['opentelemetry-instrumentation']}; spanlytics {v['spanlytics']}",
+            f"- apitally 1.x {v['apitally 1.x']}; apitally 0.x {v['apitally 0.x']}; "
+            f"readme-metrics {v['readme-metrics']}",
+            f"- FastAPI {v['fastapi']}, Starlette {v['starlette']}, Flask {v['flask']}; "
+            f"uvicorn {v['uvicorn']}, gunicorn {v['gunicorn']}; wrk {v['wrk']}",
+            "",
+        ]
+    )
+
+
+def names(raw: str, known: Any, what: str, parser: argparse.ArgumentParser) -> tuple[str, ...]:
+    chosen = tuple(dict.fromkeys(n.strip() for n in raw.split(",") if n.strip()))
+    unknown = [n for n in chosen if n not in known]
+    if unknown or not chosen:
+        parser.error(f"unknown {what}: {', '.join(unknown) or '(none given)'}; known: {', '.join(known)}")
+    return chosen
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[Settings, Path, Path | None]:
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        epilog="variants: " + "; ".join(f"{v.name}: {v.summary}" for v in VARIANTS.values()),
+    )
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--duration", type=int, default=10, help="seconds of measured load per run")
+    parser.add_argument("--warmup", type=int, default=2, help="seconds of load before measuring (0: none)")
+    parser.add_argument("--endpoint", choices=sorted(PATHS), default="post")
+    parser.add_argument("--threads", type=int, default=1, help="wrk threads")
+    parser.add_argument("--connections", type=int, default=16, help="wrk connections")
+    parser.add_argument("--frameworks", default=",".join(FRAMEWORKS))
+    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--venvs", type=Path, default=DEFAULT_VENVS, help="where the peers' venvs live")
+    parser.add_argument("--json", type=Path, help="write every raw number here")
+    args = parser.parse_args(argv)
+    if args.rounds < 1 or args.duration < 1 or args.warmup < 0:
+        parser.error("--rounds and --duration must be at least 1, --warmup at least 0")
+    settings = Settings(
+        rounds=args.rounds,
+        duration=args.duration,
+        warmup=args.warmup,
+        endpoint=args.endpoint,
+        threads=args.threads,
+        connections=args.connections,
+        frameworks=names(args.frameworks, FRAMEWORKS, "framework", parser),
+        variants=names(args.variants, VARIANTS, "variant", parser),
+    )
+    return settings, args.venvs.resolve(), args.json
+
+
+def main(argv: list[str] | None = None) -> None:
+    settings, venvs, json_path = parse_args(argv)
+    wrk = ensure_wrk()
+    pythons, peer_failures = prepare_peers(settings, venvs)  # before measuring: installs add no noise
+    environment = describe_environment(wrk, venvs)
+    print(environment_markdown(environment), flush=True)
+    with tempfile.TemporaryDirectory(prefix="spanlytics-bench-") as tmp:
+        workdir = Path(tmp)
+        script = write_script(workdir, settings.endpoint)
+        with ingest_stub(workdir) as stub:
+            bench = Bench(settings, wrk, script, stub, workdir, pythons, peer_failures)
+            results = {framework: bench.run_framework(framework) for framework in settings.frameworks}
+    for framework, framework_results in results.items():
+        print(framework_table(framework, framework_results, settings.as_dict()), flush=True)
+    if json_path is not None:
+        document = {
+            "environment": environment,
+            "settings": settings.as_dict(),
+            "commands": commands(settings),
+            "results": [r for framework_results in results.values() for r in framework_results],
+        }
+        json_path.write_text(json.dumps(document, indent=2) + "\n")
+    if any(r["status"] == "failed" for rs in results.values() for r in rs):
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
