@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from spanlytics._fork import reset_in_child
+from spanlytics._json import dumps
 from spanlytics._throttle import ThrottledLogger
 from spanlytics.consumer import Consumer
 from spanlytics.record import ExceptionInfo, MaskedField, RequestRecord
@@ -125,7 +126,7 @@ class SchemaError(Exception):
 
 
 def _json(pairs: Sequence[tuple[str, str]]) -> str:
-    return json.dumps(pairs, ensure_ascii=False, separators=(",", ":"))
+    return dumps(pairs).decode("utf-8")
 
 
 def _to_row(r: RequestRecord) -> tuple[object, ...]:
