@@ -110,6 +110,21 @@ def test_consumers_are_sent_when_new_or_changed() -> None:
     assert agg.drain()["consumers"] == []  # unchanged
     agg.add([record(consumer=Consumer("acme", "Acme Inc", None))])
     assert agg.drain()["consumers"] == [{"identifier": "acme", "name": "Acme Inc", "group": "enterprise"}]
+    agg.add([record(route=None, consumer=Consumer("dee", "Dee", "trial"))])  # a 404 from the router
+    drained = agg.drain()
+    assert drained["requests"] == [] and drained["consumers"] == [
+        {"identifier": "dee", "name": "Dee", "group": "trial"}
+    ]  # not counted, but the consumer is registered, as the client does
+
+
+def test_request_sizes_only_for_requests_with_a_body() -> None:
+    agg = Aggregator()
+    with_length = (("content-length", "0"),)
+    agg.add([record(request_size=0), record(request_size=0, request_headers=with_length)])
+    (entry,) = agg.drain()["requests"]
+    assert entry["request_count"] == 2 and entry["request_sizes"] == {0: 1}  # a GET has no size
+    item = RequestLogEncoder(ApitallyOptions(request_logging=True)).item(record(request_size=0))
+    assert item is not None and "size" not in item["request"]
 
 
 def test_validation_and_server_errors() -> None:

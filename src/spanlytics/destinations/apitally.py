@@ -18,7 +18,9 @@ is unchanged. Differences from the official client, on purpose:
   startup paths and the counts alike; response times run to the last byte sent;
 * the health/probe exclusions (``SPANLYTICS_EXCLUDE_*``) keep those requests out of the
   counts as well as the log;
-* forked workers start with empty aggregates and their own instance uuid.
+* forked workers start with empty aggregates and their own instance uuid;
+* 500 responses made by Starlette's error handler are seen with their size and headers,
+  and validation errors are counted for Flask apps that answer 422 in FastAPI's shape too.
 """
 
 from __future__ import annotations
@@ -141,6 +143,17 @@ def _consumer_fields(record: RequestRecord) -> tuple[str | None, str | None, str
     return consumer.identifier.strip()[:128], name or None, group or None
 
 
+def _request_size(record: RequestRecord) -> int | None:
+    """The body's size; none for a request without a body or Content-Length (a GET), as the
+    client reads it from Content-Length, so averages are over requests that have a body."""
+    size = record.request_size
+    if size is None or size < 0:
+        return None
+    if size == 0 and not any(name == "content-length" for name, _ in record.request_headers):
+        return None
+    return size
+
+
 def _status(record: RequestRecord) -> int:
     if record.status is not None:
         return record.status
@@ -203,11 +216,13 @@ class Aggregator:
                 self._add(record)
 
     def _add(self, record: RequestRecord) -> None:
-        if record.route is None or record.method == "OPTIONS":  # unmatched routes: not counted
+        if record.method == "OPTIONS":
             return
         consumer, name, group = _consumer_fields(record)
         if consumer is not None and (name or group):
-            self._consumer(consumer, name, group)
+            self._consumer(consumer, name, group)  # as the client: even on an unmatched route
+        if record.route is None:  # unmatched routes are not counted
+            return
         status = _status(record)
         key = (consumer, record.method.upper(), record.route, status)
         entry = self._requests.get(key)
@@ -215,9 +230,10 @@ class Aggregator:
             entry = self._requests[key] = _Requests()
         entry.count += 1
         entry.response_times[response_time_bucket(record.duration_ms / 1000.0)] += 1
-        if record.request_size is not None and record.request_size >= 0:
-            entry.request_size_sum += record.request_size
-            entry.request_sizes[record.request_size // 1000] += 1
+        request_size = _request_size(record)
+        if request_size is not None:
+            entry.request_size_sum += request_size
+            entry.request_sizes[request_size // 1000] += 1
         if record.response_size is not None and record.response_size >= 0:
             entry.response_size_sum += record.response_size
             entry.response_sizes[record.response_size // 1000] += 1
@@ -358,7 +374,7 @@ class RequestLogEncoder:
             "path": record.route,
             "url": self._url(record),
             "headers": [list(h) for h in record.request_headers] if options.log_request_headers else [],
-            "size": record.request_size,
+            "size": _request_size(record),
             "consumer": consumer,
             "body": _body(
                 record.request_body,
@@ -461,12 +477,13 @@ def _rss_bytes() -> int | None:
         return None
 
 
-def _versions() -> dict[str, str]:
+def _versions(framework: str) -> dict[str, str]:
     found = {
         "python": ".".join(str(part) for part in sys.version_info[:3]),
         "spanlytics": __about__.VERSION,
     }
-    for package in ("opentelemetry-sdk", "fastapi", "starlette", "flask", "uvicorn", "gunicorn", "hypercorn"):
+    frameworks = ("flask",) if framework == "flask" else ("fastapi", "starlette")
+    for package in ("opentelemetry-sdk", *frameworks, "uvicorn", "gunicorn", "hypercorn"):
         with contextlib.suppress(metadata.PackageNotFoundError):
             found[package] = metadata.version(package)
     return found
@@ -643,10 +660,11 @@ class ApitallyDestination:
             return
         self._announced_version = current
         info = routes.apps_info()
+        framework = info.framework or _framework_guess()
         startup: dict[str, Any] = {
             "paths": [{"method": method, "path": path} for method, path in info.routes],
-            "versions": _versions(),
-            "client": f"python:{info.framework or _framework_guess()}",
+            "versions": _versions(framework),
+            "client": f"python:{framework}",
         }
         if info.openapi is not None:
             startup["openapi"] = info.openapi
