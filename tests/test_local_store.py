@@ -135,6 +135,19 @@ def test_replayed_batch_is_not_duplicated(tmp_path: Path) -> None:
     assert store.dropped == 0
 
 
+def test_large_batches_are_written_in_multi_row_statements(tmp_path: Path) -> None:
+    db = tmp_path / "s.db"
+    store = LocalStore(db)
+    batch = [make_record(i) for i in range(600)]  # more rows than one statement takes
+    store.export(batch)
+    store.export(batch[100:700] + [make_record(i) for i in range(600, 650)])  # replays ignored
+    store.shutdown()
+    assert row_count(db) == 650
+    stored = list(iter_records(db))
+    assert {r.record_id for r in stored} == {f"r-{i}" for i in range(650)}
+    assert next(r for r in stored if r.record_id == "r-599") == make_record(599)
+
+
 def test_since_filter(tmp_path: Path) -> None:
     db = tmp_path / "spanlytics.db"
     LocalStore(db).export([make_record(i) for i in range(10)])

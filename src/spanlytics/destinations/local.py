@@ -26,6 +26,7 @@ Deliberate choices:
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -112,7 +113,23 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
-_INSERT = f"INSERT OR IGNORE INTO requests ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
+_ROW = f"({', '.join('?' * len(_COLUMNS))})"
+_MAX_ROWS_PER_STATEMENT = 256
+
+
+@functools.lru_cache(maxsize=8)
+def _insert_many(rows: int) -> str:
+    return f"INSERT OR IGNORE INTO requests ({', '.join(_COLUMNS)}) VALUES {', '.join([_ROW] * rows)}"
+
+
+def _rows_per_statement(conn: sqlite3.Connection) -> int:
+    """As many rows as SQLite's bound-variable limit allows (999 before SQLite 3.32)."""
+    getlimit = getattr(conn, "getlimit", None)  # Python >= 3.11
+    which = getattr(sqlite3, "SQLITE_LIMIT_VARIABLE_NUMBER", None)
+    limit = int(getlimit(which)) if getlimit is not None and which is not None else 999
+    return max(1, min(_MAX_ROWS_PER_STATEMENT, limit // len(_COLUMNS)))
+
+
 _SELECT = f"SELECT {', '.join(_COLUMNS)} FROM requests"
 _MIN_NS = -(2**63)
 
@@ -317,7 +334,7 @@ class LocalStore:
                 conn = self._connection()
                 conn.execute("BEGIN IMMEDIATE")
                 try:
-                    conn.executemany(_INSERT, (_to_row(r) for r in records))
+                    self._insert(conn, records)
                     conn.execute("COMMIT")
                 except BaseException:
                     with contextlib.suppress(sqlite3.Error):
@@ -330,6 +347,16 @@ class LocalStore:
                 self._close_connection()
                 time.sleep(delay)
                 delay = min(delay * 2, 0.5)
+
+    def _insert(self, conn: sqlite3.Connection, records: Sequence[RequestRecord]) -> None:
+        """Many rows per statement: sqlite3 gives up the GIL on every step of a statement, and
+        a background thread that gives it up waits for it again (up to the switch interval)
+        while the app's thread runs. One step per chunk keeps the worker's pace under load."""
+        per = _rows_per_statement(conn)
+        rows = [_to_row(r) for r in records]
+        for start in range(0, len(rows), per):
+            chunk = rows[start : start + per]
+            conn.execute(_insert_many(len(chunk)), [v for row in chunk for v in row])
 
     def _connection(self) -> sqlite3.Connection:
         self._abandon_if_inherited()
