@@ -193,3 +193,22 @@ def test_body_text_rules() -> None:
         assert is_text_content_type(ctype), ctype
     for ctype in ("image/png", "multipart/form-data; boundary=x", "application/pdf"):
         assert not is_text_content_type(ctype), ctype
+
+
+def test_record_ids_are_uuid4_and_differ_across_forks() -> None:
+    import os
+    import uuid
+
+    from spanlytics.record import new_record_id
+
+    ids = {new_record_id() for _ in range(1000)}
+    assert len(ids) == 1000 and all(uuid.UUID(i).version == 4 for i in ids)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # without a reseed, parent and child would draw the same sequence
+        os.write(write, new_record_id().encode())
+        os._exit(0)
+    os.close(write)
+    child = os.read(read, 100).decode()
+    os.waitpid(pid, 0)
+    assert child != new_record_id() and child not in ids

@@ -22,6 +22,8 @@ This module does no I/O and imports no web framework.
 
 from __future__ import annotations
 
+import os
+import random
 import re
 import uuid
 from collections.abc import Mapping, Sequence
@@ -240,6 +242,17 @@ def _authority(scheme: str, host: str | None, port: int | None) -> str:
     return f"{host}:{port}"
 
 
+_ids = random.Random()  # seeded from os.urandom; reseeded in every forked child
+os.register_at_fork(after_in_child=_ids.seed)
+
+
+def new_record_id() -> str:
+    """A random (version 4) UUID without a system call per record: ``uuid.uuid4()`` reads
+    ``os.urandom``, which gives up the GIL, and a background thread that gives it up waits
+    for it again while the app runs. Ids need to be unique, not unpredictable."""
+    return str(uuid.UUID(int=_ids.getrandbits(128), version=4))
+
+
 def from_span(
     span: ReadableSpan,
     capture: Capture | None = None,
@@ -315,7 +328,7 @@ def from_span(
     service = resource.attributes.get("service.name") if resource is not None else None
 
     return RequestRecord(
-        record_id=record_id or str(uuid.uuid4()),
+        record_id=record_id or new_record_id(),
         trace_id=f"{ctx.trace_id:032x}" if ctx is not None else "",
         span_id=f"{ctx.span_id:016x}" if ctx is not None else "",
         start_time_ns=start_ns,
