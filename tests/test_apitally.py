@@ -344,6 +344,13 @@ EXAMPLES = {
         ),
         "python:flask",
     ),
+    # the app (and spanlytics) loaded in the master, then forked: each worker starts afresh
+    "flask-preload": (
+        lambda port: gunicorn_argv(
+            "examples.flask_app:app", port, "--preload", "--workers", "2", "--worker-class", "gthread"
+        ),
+        "python:flask",
+    ),
 }
 
 
@@ -432,8 +439,9 @@ def test_examples_sync_exactly_the_requests_made(example: str, hub: ApitallyHub,
     paths = {(p["method"], p["path"]) for p in startups[-1]["paths"]}
     assert {("GET", "/items/{item_id}"), ("POST", "/items"), ("GET", "/reports/slow")} <= paths
     assert ("HEAD", "/items") not in paths
+    # one instance per process: each worker, and a preloading master (which serves nothing)
     instances = {s["instance_uuid"] for s in syncs}
-    assert len(instances) == (2 if example == "flask" else 1)  # one per worker process
+    assert len(instances) == {"fastapi": 1, "flask": 2, "flask-preload": 3}[example]
 
     login = next(i for i in items if i["request"].get("path") == "/auth/login")
     assert json.loads(base64.b64decode(login["request"]["body"]))["password"] == "[masked]"
