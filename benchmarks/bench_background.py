@@ -26,6 +26,17 @@ from spanlytics.destinations.local import LocalStore
 from spanlytics.masking import Masker
 from spanlytics.record import RequestRecord, from_span
 
+REQUEST_HEADERS = (
+    ("host", "127.0.0.1:8000"),
+    ("content-type", "application/json"),
+    ("content-length", "1024"),
+    ("authorization", "Bearer sk_live_abcdef0123456789"),
+    ("user-agent", "bench/1.0"),
+    ("accept", "application/json"),
+    ("x-request-id", "req-123"),
+)
+"""Realistic request headers, with an Authorization header to mask."""
+
 
 def json_body(seed: int, secret_key: str) -> bytes:
     doc = {
@@ -59,15 +70,7 @@ def make_inputs(count: int) -> list[tuple[ReadableSpan, Capture]]:
         with tracer.start_as_current_span("POST /orders/{order_id}", kind=SpanKind.SERVER, attributes=attrs):
             pass
     inputs = []
-    headers = (
-        ("host", "127.0.0.1:8000"),
-        ("content-type", "application/json"),
-        ("content-length", "1024"),
-        ("authorization", "Bearer sk_live_abcdef0123456789"),
-        ("user-agent", "bench/1.0"),
-        ("accept", "application/json"),
-        ("x-request-id", "req-123"),
-    )
+    headers = REQUEST_HEADERS
     for i, span in enumerate(memory.get_finished_spans()):
         capture = Capture(
             "POST",

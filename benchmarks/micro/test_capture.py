@@ -18,21 +18,13 @@ from typing import Any
 import pytest
 from pytest_benchmark.fixture import BenchmarkFixture
 
+from benchmarks.bench_background import REQUEST_HEADERS
 from benchmarks.micro.workload import json_body
 from spanlytics.capture import ASGICaptureMiddleware, CaptureOptions, WSGICaptureMiddleware
 from spanlytics.capture.state import STORE, Capture, current_capture
 
 REQUEST_BODY = json_body(1, "password")
 RESPONSE_BODY = json_body(1, "access_token")
-REQUEST_HEADERS = (
-    ("host", "127.0.0.1:8000"),
-    ("content-type", "application/json"),
-    ("content-length", "1024"),
-    ("authorization", "Bearer sk_live_abcdef0123456789"),
-    ("user-agent", "bench/1.0"),
-    ("accept", "application/json"),
-    ("x-request-id", "req-123"),
-)
 OPTIONS = CaptureOptions()  # explicit, so the process-wide options (and the environment) play no part
 
 
