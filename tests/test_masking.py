@@ -903,3 +903,27 @@ def test_property_headers_query_and_form_never_leak(
         h for h in headers if not is_sensitive_name(h[0])
     ]
     assert {m.path for m in masked.masked} >= {f"request.headers.{k.lower()}" for k, _ in secret_headers}
+
+
+@pytest.mark.parametrize(
+    "number",
+    ["123456789012345678901234567890", "-9223372036854775809", "18446744073709551616", "1e+20", "1.5e16"],
+)
+def test_masked_json_keeps_numbers_orjson_cannot_hold(number: str) -> None:
+    # orjson (the [fast] extra, installed by the test extras) reads an integer beyond 64 bits
+    # as a float; a masked body must still carry the number exactly as sent.
+    from spanlytics import _json
+
+    assert _json.BACKEND == "orjson"
+    body = f'{{"id": {number}, "nested": {{"n": {number}}}, "password": "pw-1"}}'
+    out, masks = Masker().mask_body(body, "application/json", "request.body")
+    assert out is not None and "pw-1" not in out
+    assert json.loads(out) == {**json.loads(body), "password": "[masked]"}
+    assert [m.path for m in masks] == ["request.body.password"]
+
+
+def test_masked_json_with_nan_and_lone_surrogate_falls_back_to_the_standard_library() -> None:
+    body = '{"ratio": NaN, "name": "\\ud800x", "token": "tok-1"}'
+    out, masks = Masker().mask_body(body, "application/json", "response.body")
+    assert out is not None and "tok-1" not in out and "NaN" in out and "\\ud800" in out
+    assert [m.path for m in masks] == ["response.body.token"]

@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from typing import Final, TypeAlias, TypeVar
 from urllib.parse import quote, quote_plus, unquote_plus
 
+from spanlytics._json import dumps_text, loads_text, may_have_rounded
 from spanlytics._throttle import ThrottledLogger
 from spanlytics.record import Headers, MaskedField, RequestRecord
 
@@ -437,12 +438,11 @@ class Masker:
                 return text, []
             masks: list[MaskedField] = []
             try:
-                parsed = json.loads(text)
-                self._walk(parsed, prefix, masks)
+                out = self._mask_json(text, prefix, masks)
             except (ValueError, RecursionError):  # malformed, truncated or too deep
                 masks = []
             else:
-                return (self._dumps(parsed, text) if masks else text), masks
+                return (text if out is None else out), masks
             if looks_json:
                 out, masks, saw_keys = self._scan_json(text, prefix)
                 if saw_keys or is_json:
@@ -451,11 +451,25 @@ class Masker:
             return self._mask_pairs(text, prefix)
         return self._mask_text(text, prefix)
 
-    @staticmethod
-    def _dumps(value: object, original: str) -> str:
-        out = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-        if "\\u" in original and _SURROGATE.search(out):  # a lone "\ud800" must stay escaped
-            out = json.dumps(value, separators=(",", ":"))
+    def _mask_json(self, text: str, prefix: str, masks: list[MaskedField]) -> str | None:
+        """Parse, mask and write back a JSON text; None when nothing in it was masked.
+
+        Raises ``ValueError`` or ``RecursionError`` for malformed, truncated or too deep JSON.
+        """
+        found: list[MaskedField] = []
+        parsed = loads_text(text)
+        self._walk(parsed, prefix, found)
+        if not found:
+            return None
+        out = dumps_text(parsed)
+        if may_have_rounded(out):  # orjson read a huge integer as a float: parse it exactly
+            found = []
+            parsed = json.loads(text)
+            self._walk(parsed, prefix, found)
+            out = json.dumps(parsed, ensure_ascii=False, separators=(",", ":"))
+        if "\\u" in text and _SURROGATE.search(out):  # a lone "\ud800" must stay escaped
+            out = json.dumps(parsed, separators=(",", ":"))
+        masks += found
         return out
 
     def _walk(self, node: object, path: str, masks: list[MaskedField]) -> None:
@@ -498,13 +512,9 @@ class Masker:
 
     def _json_in_string(self, value: str, path: str, masks: list[MaskedField]) -> str | None:
         try:
-            parsed = json.loads(value)
+            return self._mask_json(value, path, masks)
         except (ValueError, RecursionError):
             return None
-        found: list[MaskedField] = []
-        self._walk(parsed, path, found)
-        masks += found
-        return self._dumps(parsed, value) if found else None
 
     def _scan_json(self, text: str, prefix: str) -> tuple[str, list[MaskedField], bool]:
         """Tolerant scan of malformed or truncated JSON: mask the value after any sensitive
