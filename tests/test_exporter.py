@@ -159,3 +159,38 @@ def test_invalid_user_mask_pattern_disables_recording(caplog: Any) -> None:
     exporter.shutdown()
     assert destination.records == []
     assert exporter.stats()["dropped_after_shutdown"] == 1
+
+
+def test_records_are_built_in_slices_and_handed_on_in_batches(tmp_path: Path) -> None:
+    # The worker wakes every WAKE_AT spans, but destinations get batches of batch_size (or
+    # whatever is built when flushed): SQLite writes its pages once per batch, not per slice.
+    from spanlytics.exporter import WAKE_AT
+
+    class BatchesDestination(ListDestination):
+        def __init__(self) -> None:
+            super().__init__()
+            self.batches: list[int] = []
+
+        def export(self, records: Sequence[RequestRecord]) -> None:
+            self.batches.append(len(records))
+            super().export(records)
+
+    destination = BatchesDestination()
+    exporter = spanlytics.SpanlyticsExporter(destinations=[destination], batch_size=WAKE_AT * 4)
+    provider = TracerProvider()
+    memory = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    tracer = provider.get_tracer("t")
+    for i in range(WAKE_AT * 5):
+        with tracer.start_as_current_span(
+            f"GET /{i}", kind=SpanKind.SERVER, attributes={"http.method": "GET", "http.target": f"/{i}"}
+        ):
+            pass
+    for span in memory.get_finished_spans():
+        exporter.export([span])  # the worker wakes at every WAKE_AT-th span
+    assert exporter.force_flush()
+    assert sum(destination.batches) == WAKE_AT * 5
+    assert max(destination.batches) <= WAKE_AT * 4
+    assert len(destination.batches) <= 3  # 5 slices in at most 2 full batches and the rest
+    assert exporter.stats()["pending"] == 0 and exporter.stats()["queued"] == 0
+    exporter.shutdown()

@@ -119,8 +119,19 @@ def build_destinations(settings: Settings) -> list[Destination]:
     return destinations
 
 
-YIELD_EVERY = 16
-"""Records processed between two offers of the GIL to the app's threads."""
+WAKE_AT = 32
+"""Queued spans that wake the worker before its flush interval: small, frequent batches
+spread its work evenly between requests instead of in bursts that queue requests up."""
+
+YIELD_AFTER_S = 0.0002
+"""The worker offers the GIL to the app's threads after this much work: an app thread
+coming back from I/O waits at most this long for it, not the interpreter's switch interval
+(5 ms)."""
+
+CATCH_UP_AT = 1024
+"""Queued spans beyond which the worker stops offering the GIL until it has caught up: a
+worker that always yields to a busy app gets one slice per switch interval and falls ever
+further behind, holding every queued request in memory."""
 
 
 class SpanlyticsExporter(SpanExporter):
@@ -146,6 +157,7 @@ class SpanlyticsExporter(SpanExporter):
             list(destinations) if destinations is not None else build_destinations(self.settings)
         )
         self._store = store
+        self._wake_at = min(WAKE_AT, self.settings.batch_size)
         self._wants_authorization_hash = any(d.name == "readme" for d in self.destinations)
         self._consumers = self.settings.consumer_sources()
         self._exclusions = self.settings.exclusions()
@@ -180,6 +192,8 @@ class SpanlyticsExporter(SpanExporter):
         self._drain_lock = threading.Lock()
         self._start_lock = threading.Lock()
         self._parked: dict[int, tuple[ReadableSpan, Capture, float]] = {}
+        self._pending: list[RequestRecord] = []  # built and masked, not handed on yet
+        self._pending_since = 0.0
         self._thread: threading.Thread | None = None
 
     # -- request path / SDK thread: enqueue only ---------------------------------------
@@ -215,7 +229,7 @@ class SpanlyticsExporter(SpanExporter):
             self._counters["spans_received"] += 1
         if self._thread is None:
             self._start_worker()
-        if len(queue) >= self.settings.batch_size:
+        if len(queue) >= self._wake_at:
             self._wake.set()
 
     def _start_worker(self) -> None:
@@ -236,20 +250,40 @@ class SpanlyticsExporter(SpanExporter):
                 break
             self._drain(final=False)
 
-    def _drain(self, final: bool) -> None:
+    def _drain(self, final: bool, flush: bool = False) -> None:
+        """Build, mask and hand on everything queued.
+
+        Records are built in small slices (see :data:`WAKE_AT`) but handed to the
+        destinations in batches of up to ``batch_size``: a batch waits at most the flush
+        interval, and ``flush``/``final`` hand on whatever is built. Writing SQLite's pages
+        once per few hundred records instead of once per slice halves the worker's cost.
+        """
         with self._drain_lock:
+            clock = time.perf_counter
+            offered = clock()
+            pending = self._pending
             while True:
                 batch = self._pop_batch()
-                records = []
-                for i, (span, cap) in enumerate(batch, 1):
+                for span, cap in batch:
                     record = self._process(span, cap, final)
                     if record is not None:
-                        records.append(record)
-                    if i % YIELD_EVERY == 0 and not final:
-                        time.sleep(0)  # let the app's thread run: shorter GIL holds, lower p99
-                records.extend(self._expire_parked(final))
-                if records:
-                    self._deliver(records)
+                        if not pending:
+                            self._pending_since = time.monotonic()
+                        pending.append(record)
+                    if not final and clock() - offered >= YIELD_AFTER_S:
+                        if len(self._queue) < CATCH_UP_AT:
+                            time.sleep(0)  # let the app's threads run: short GIL holds, low p99
+                        offered = clock()
+                pending.extend(self._expire_parked(final))
+                if pending and (
+                    final
+                    or flush
+                    or len(pending) >= self.settings.batch_size
+                    or time.monotonic() - self._pending_since >= self.settings.flush_interval_s
+                ):
+                    self._pending = []
+                    self._deliver(pending)
+                    pending = self._pending
                 if not batch:
                     return
 
@@ -349,7 +383,7 @@ class SpanlyticsExporter(SpanExporter):
         """
         if self._stopped:
             return False
-        self._drain(final=False)
+        self._drain(final=False, flush=True)
         timeout_s = timeout_millis / 1000
         return all(d.force_flush(timeout_s) for d in self.destinations)
 
@@ -377,6 +411,7 @@ class SpanlyticsExporter(SpanExporter):
         counters = dict(self._counters)
         counters["queued"] = len(self._queue)
         counters["parked"] = len(self._parked)
+        counters["pending"] = len(self._pending)
         counters["captures_evicted"] = self._store.evicted
         counters["captured_bytes_held"] = self._store.bytes
         return counters
