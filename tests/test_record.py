@@ -212,3 +212,38 @@ def test_record_ids_are_uuid4_and_differ_across_forks() -> None:
     child = os.read(read, 100).decode()
     os.waitpid(pid, 0)
     assert child != new_record_id() and child not in ids
+
+
+def test_a_span_built_with_a_plain_attribute_dict_maps_like_an_sdk_span() -> None:
+    # from_span copies the SDK's inner attribute dict directly; a ReadableSpan made by hand
+    # (as some exporters and tests do) has a plain dict instead and takes the public path.
+    sdk_span = make_span(STABLE)
+    by_hand = ReadableSpan(
+        name="span", context=sdk_span.context, kind=SpanKind.SERVER, attributes=dict(STABLE)
+    )
+    assert comparable(by_hand) == comparable(sdk_span)
+
+
+def test_replace_record_and_record_fields_agree_with_dataclasses() -> None:
+    import dataclasses
+
+    from spanlytics.record import ExceptionInfo, MaskedField, record_fields, replace_record
+
+    record = from_span(make_span(OLD, error=True))
+    assert record is not None and record.exception is not None
+    changes: dict[str, Any] = {
+        "query": "a=1",
+        "request_headers": (("x", "y"),),
+        "masked": (MaskedField("request.query.a", "field:custom"),),
+        "exception": ExceptionInfo("T", "m", "s"),
+    }
+    replaced = replace_record(record, **changes)
+    assert replaced == dataclasses.replace(record, **changes)
+    assert replaced.query == "a=1" and record.query == "verbose=1"  # the original is untouched
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        replaced.query = "b"  # type: ignore[misc]
+    with pytest.raises(KeyError):
+        replace_record(record, quer="typo")
+    shallow = record_fields(record)
+    assert list(shallow) == [f.name for f in dataclasses.fields(record)]
+    assert all(shallow[name] is getattr(record, name) for name in shallow)

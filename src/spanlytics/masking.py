@@ -41,7 +41,7 @@ from urllib.parse import quote, quote_plus, unquote_plus
 
 from spanlytics._json import dumps_text, loads_text, may_have_rounded
 from spanlytics._throttle import ThrottledLogger
-from spanlytics.record import Headers, MaskedField, RequestRecord
+from spanlytics.record import Headers, MaskedField, RequestRecord, replace_record
 
 __all__ = [
     "DEFAULT_FIELD_PATTERN",
@@ -306,7 +306,7 @@ class Masker:
                 and exception == record.exception
             ):
                 return record  # nothing to hide: no copy (records are immutable)
-            return dataclasses.replace(
+            return replace_record(
                 record,
                 request_headers=request_headers,
                 response_headers=response_headers,

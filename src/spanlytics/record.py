@@ -22,13 +22,14 @@ This module does no I/O and imports no web framework.
 
 from __future__ import annotations
 
+import operator
 import os
 import random
 import re
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry.trace import SpanKind
 
@@ -116,6 +117,31 @@ class RequestRecord:
     @property
     def is_server_error(self) -> bool:
         return self.status is None or self.status >= 500
+
+
+_RECORD_FIELDS = tuple(f.name for f in fields(RequestRecord))
+_record_values = operator.attrgetter(*_RECORD_FIELDS)
+_record_slots: dict[str, Any] = {name: getattr(RequestRecord, name) for name in _RECORD_FIELDS}
+
+
+def record_fields(record: RequestRecord) -> dict[str, Any]:
+    """The record's fields by name, one level deep (``dataclasses.asdict`` without its deep
+    copy of every header tuple: several times faster)."""
+    return dict(zip(_RECORD_FIELDS, _record_values(record), strict=True))
+
+
+def replace_record(record: RequestRecord, **changes: Any) -> RequestRecord:
+    """``dataclasses.replace(record, **changes)`` in half the time (it runs for every record).
+
+    Fills a new instance through the slots' descriptors instead of the frozen ``__init__``,
+    so ``changes`` must name fields (a misspelt one raises ``KeyError``).
+    """
+    new = object.__new__(RequestRecord)
+    for slot, value in zip(_record_slots.values(), _record_values(record), strict=True):
+        slot.__set__(new, value)
+    for name, value in changes.items():
+        _record_slots[name].__set__(new, value)
+    return new
 
 
 # --- attribute names (old and stable HTTP semantic conventions) -------------------------
@@ -253,6 +279,17 @@ def new_record_id() -> str:
     return str(uuid.UUID(int=_ids.getrandbits(128), version=4))
 
 
+def _attributes(span: ReadableSpan) -> Mapping[str, AttributeValue]:
+    """One plain copy of the span's attributes: the SDK's ``BoundedAttributes`` answers each
+    lookup and iteration step in Python, under a lock. A finished span's attributes no longer
+    change, so its inner dict is copied directly when it has one."""
+    bounded = getattr(span, "_attributes", None)
+    inner = getattr(bounded, "_dict", None)
+    if isinstance(inner, dict):
+        return dict(inner)
+    return dict(span.attributes or {})
+
+
 def from_span(
     span: ReadableSpan,
     capture: Capture | None = None,
@@ -268,8 +305,7 @@ def from_span(
     """
     if span.kind is not SpanKind.SERVER:
         return None
-    # One copy: the SDK's attribute mapping answers each lookup in Python, under a lock.
-    attrs: Mapping[str, AttributeValue] = dict(span.attributes or {})
+    attrs = _attributes(span)
     method = _str(_first(attrs, _METHOD))
     if method is None and capture is None:
         return None
