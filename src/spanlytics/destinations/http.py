@@ -19,13 +19,17 @@ from typing import Any
 
 from spanlytics._json import dumps
 from spanlytics.delivery import Sender, SenderSettings
-from spanlytics.record import RequestRecord
+from spanlytics.record import RequestRecord, record_fields
 from spanlytics.spool import Batch, json_array_batches
 
 
 def record_to_json(record: RequestRecord) -> dict[str, Any]:
-    data = asdict(record)
+    data = record_fields(record)
     data["id"] = data.pop("record_id")
+    if record.consumer is not None:
+        data["consumer"] = asdict(record.consumer)
+    if record.exception is not None:
+        data["exception"] = asdict(record.exception)
     data.pop("authorization_hash", None)
     data["request_headers"] = [list(h) for h in record.request_headers]
     data["response_headers"] = [list(h) for h in record.response_headers]
