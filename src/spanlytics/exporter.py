@@ -15,7 +15,6 @@ comes from the ``SPANLYTICS_*`` environment variables.
 from __future__ import annotations
 
 import atexit
-import dataclasses
 import logging
 import os
 import threading
@@ -36,7 +35,7 @@ from spanlytics.capture.state import STORE, Capture, CaptureStore
 from spanlytics.config import Settings
 from spanlytics.consumer import Consumer
 from spanlytics.masking import Masker
-from spanlytics.record import RequestRecord, from_span
+from spanlytics.record import RequestRecord, from_span, replace_record
 
 if TYPE_CHECKING:
     from spanlytics.destinations import Destination
@@ -123,12 +122,12 @@ WAKE_AT = 32
 """Queued spans that wake the worker before its flush interval: small, frequent batches
 spread its work evenly between requests instead of in bursts that queue requests up."""
 
-YIELD_AFTER_S = 0.0002
+YIELD_AFTER_S = 0.002
 """The worker offers the GIL to the app's threads after this much work: an app thread
 coming back from I/O waits at most this long for it, not the interpreter's switch interval
 (5 ms)."""
 
-CATCH_UP_AT = 1024
+CATCH_UP_AT = 256
 """Queued spans beyond which the worker stops offering the GIL until it has caught up: a
 worker that always yields to a busy app gets one slice per switch interval and falls ever
 further behind, holding every queued request in memory."""
@@ -356,9 +355,9 @@ class SpanlyticsExporter(SpanExporter):
                 if raw:
                     from spanlytics.destinations.readme import readme_hash
 
-                    record = dataclasses.replace(record, authorization_hash=readme_hash(raw))
+                    record = replace_record(record, authorization_hash=readme_hash(raw))
             if not self.settings.capture_headers:
-                record = dataclasses.replace(record, request_headers=(), response_headers=())
+                record = replace_record(record, request_headers=(), response_headers=())
             return self._masker.mask_record(record)
         except Exception as exc:
             self._counters["failed"] += 1
