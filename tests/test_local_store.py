@@ -416,3 +416,28 @@ def test_fork_while_the_lock_is_held_does_not_deadlock_the_child(tmp_path: Path)
         worker.join(timeout=60)
     assert worker.exitcode == 0
     assert row_count(db) == 2
+
+
+def test_batches_of_every_length_prepare_few_distinct_statements(tmp_path: Path) -> None:
+    # sqlite3 keeps every distinct statement it prepares (up to 128 per connection), and a
+    # multi-row INSERT holds hundreds of KB: one statement per batch length grew the RSS by
+    # megabytes under load. Full statements plus powers of two bound them to a handful.
+    store = LocalStore(tmp_path / "a.db")
+    store.export([make_record(-1)])
+    conn = store._conn
+    assert conn is not None
+    rows_per_insert: set[int] = set()
+
+    def seen(sql: str) -> None:
+        if sql.startswith("INSERT"):
+            rows_per_insert.add(sql.count("), (") + 1)
+
+    conn.set_trace_callback(seen)
+    total = 1
+    for length in range(1, 2 * local._MAX_ROWS_PER_STATEMENT + 3):
+        store.export([make_record(total + i) for i in range(length)])
+        total += length
+    store.shutdown()
+    assert row_count(tmp_path / "a.db") == total
+    per = local._MAX_ROWS_PER_STATEMENT
+    assert rows_per_insert == {per} | {1 << k for k in range(per.bit_length()) if 1 << k < per}

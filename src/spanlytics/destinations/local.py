@@ -114,10 +114,10 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
 SCHEMA_VERSION = len(MIGRATIONS)
 
 _ROW = f"({', '.join('?' * len(_COLUMNS))})"
-_MAX_ROWS_PER_STATEMENT = 256
+_MAX_ROWS_PER_STATEMENT = 64
 
 
-@functools.lru_cache(maxsize=8)
+@functools.lru_cache(maxsize=16)
 def _insert_many(rows: int) -> str:
     return f"INSERT OR IGNORE INTO requests ({', '.join(_COLUMNS)}) VALUES {', '.join([_ROW] * rows)}"
 
@@ -354,9 +354,15 @@ class LocalStore:
         while the app's thread runs. One step per chunk keeps the worker's pace under load."""
         per = _rows_per_statement(conn)
         rows = [_to_row(r) for r in records]
-        for start in range(0, len(rows), per):
-            chunk = rows[start : start + per]
-            conn.execute(_insert_many(len(chunk)), [v for row in chunk for v in row])
+        start = 0
+        while start < len(rows):
+            # Full statements, then the rest in powers of two: sqlite3 caches every distinct
+            # statement it prepares, and one per batch length held megabytes that never left.
+            left = len(rows) - start
+            size = per if left >= per else 1 << (left.bit_length() - 1)
+            chunk = rows[start : start + size]
+            conn.execute(_insert_many(size), [v for row in chunk for v in row])
+            start += size
 
     def _connection(self) -> sqlite3.Connection:
         self._abandon_if_inherited()
