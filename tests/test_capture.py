@@ -335,3 +335,40 @@ def test_instrument_app_leaves_out_the_internal_receive_send_spans(framework: st
     spanlytics.instrument_app(mine)
     kept = _otel_middleware(mine)
     assert not kept.exclude_receive_span and not kept.exclude_send_span
+
+
+def test_asgi_headers_are_copied_on_the_request_path_and_decoded_later() -> None:
+    # The request path only copies the server's header lists; the exporter decodes them.
+    # An app that changes the lists in place afterwards does not change what is recorded.
+    from spanlytics.capture.asgi import _deferred_headers, new_capture
+
+    raw = [(b"Host", b"api.test"), (b"Content-Length", b"12"), (b"X-Caf\xe9", b"cr\xe8me")]
+    scope: dict[str, Any] = {"type": "http", "method": "POST", "path": "/x", "headers": raw}
+    capture = new_capture(scope, CaptureOptions())
+    response_raw = [(b"Content-Type", b"application/json")]
+    capture.defer_response_headers(_deferred_headers(response_raw))
+    raw[0] = (b"host", b"changed.test")
+    raw.append((b"x-added", b"1"))
+    response_raw.clear()
+    assert capture.request_size == 12  # Content-Length read from the raw bytes
+    assert capture.request_headers == (("host", "api.test"), ("content-length", "12"), ("x-café", "crème"))
+    assert capture.request_headers is capture.request_headers  # decoded once
+    assert capture.response_headers == (("content-type", "application/json"),)
+
+
+def test_wsgi_headers_are_copied_on_the_request_path_and_decoded_later() -> None:
+    from spanlytics.capture.wsgi import new_capture
+
+    environ: dict[str, Any] = {
+        "REQUEST_METHOD": "GET",
+        "PATH_INFO": "/x",
+        "HTTP_HOST": "api.test",
+        "HTTP_X_TRACE_ME": "yes",
+        "CONTENT_TYPE": "text/plain",
+        "wsgi.url_scheme": "http",
+    }
+    capture = new_capture(environ, CaptureOptions())
+    environ["HTTP_HOST"] = "changed.test"
+    environ["HTTP_X_ADDED"] = "1"
+    expected = {"host": "api.test", "x-trace-me": "yes", "content-type": "text/plain"}
+    assert dict(capture.request_headers) == expected

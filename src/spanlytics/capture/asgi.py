@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping
+from functools import partial
 from typing import Any
 from urllib.parse import quote
 
@@ -40,15 +41,21 @@ def _decode_headers(raw: Any) -> tuple[tuple[str, str], ...]:
     return tuple((bytes(k).decode("latin-1").lower(), bytes(v).decode("latin-1")) for k, v in raw or ())
 
 
-def _declared_size(headers: tuple[tuple[str, str], ...]) -> int | None:
-    for name, value in headers:
-        if name == "content-length":
-            return int(value) if value.isdigit() else None
+def _deferred_headers(raw: Any) -> Callable[[], tuple[tuple[str, str], ...]]:
+    """Copy the server's header list now (the app may change it in place), decode it later:
+    on the request path only the copy is made."""
+    return partial(_decode_headers, list(raw or ()))
+
+
+def _declared_size(raw: Any) -> int | None:
+    for name, value in raw or ():
+        if bytes(name).lower() == b"content-length":
+            return int(value) if bytes(value).isdigit() else None
     return None
 
 
 def new_capture(scope: Scope, options: CaptureOptions) -> Capture:
-    headers = _decode_headers(scope.get("headers"))
+    raw_headers = scope.get("headers")
     client = scope.get("client")
     path = scope.get("raw_path")
     return Capture(
@@ -56,10 +63,10 @@ def new_capture(scope: Scope, options: CaptureOptions) -> Capture:
         path=bytes(path).decode("latin-1").split("?", 1)[0] if path else quote(str(scope.get("path", "/"))),
         query=bytes(scope.get("query_string") or b"").decode("latin-1"),
         scheme=str(scope.get("scheme", "http")),
-        request_headers=headers,
+        request_headers=_deferred_headers(raw_headers),
         bodies=options.capture_bodies,
         limit=options.max_body_bytes,
-        declared_request_size=_declared_size(headers),
+        declared_request_size=_declared_size(raw_headers),
         client_ip=str(client[0]) if client else None,
         http_version=str(scope.get("http_version", "1.1")),
     )
@@ -130,7 +137,7 @@ async def capture_asgi(
             capture.add_response_chunk(message.get("body") or b"")
         elif kind == "http.response.start":
             capture.status = message.get("status")
-            capture.response_headers = _decode_headers(message.get("headers"))
+            capture.defer_response_headers(_deferred_headers(message.get("headers")))
         await send(message)
 
     try:

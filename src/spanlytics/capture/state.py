@@ -20,12 +20,14 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeAlias
 
 from spanlytics.consumer import Consumer
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Span
+
+Headers: TypeAlias = tuple[tuple[str, str], ...]
 
 _current: contextvars.ContextVar[Capture | None] = contextvars.ContextVar("spanlytics_capture", default=None)
 
@@ -54,6 +56,8 @@ class Capture:
     """
 
     __slots__ = (
+        "_request_headers",
+        "_response_headers",
         "accounted",
         "baggage_consumer",
         "bodies",
@@ -69,11 +73,9 @@ class Capture:
         "path",
         "query",
         "request_body",
-        "request_headers",
         "request_size",
         "request_truncated",
         "response_body",
-        "response_headers",
         "response_size",
         "response_truncated",
         "route",
@@ -90,7 +92,7 @@ class Capture:
         path: str,
         query: str,
         scheme: str,
-        request_headers: tuple[tuple[str, str], ...],
+        request_headers: Headers | Callable[[], Headers],
         *,
         bodies: bool,
         limit: int,
@@ -102,7 +104,7 @@ class Capture:
         self.path = path
         self.query = query
         self.scheme = scheme
-        self.request_headers = request_headers
+        self._request_headers: Headers | Callable[[], Headers] = request_headers
         self.bodies = bodies
         self.limit = limit if bodies else 0
         self.client_ip = client_ip
@@ -113,7 +115,7 @@ class Capture:
         self.response_size = 0
         self.request_truncated = False
         self.response_truncated = False
-        self.response_headers: tuple[tuple[str, str], ...] = ()
+        self._response_headers: Headers | Callable[[], Headers] = ()
         self.status: int | None = None
         self.route: str | None = None
         self.consumer: Consumer | None = None
@@ -126,6 +128,36 @@ class Capture:
         self.done = False
         self.accounted = 0
         self.on_done: Callable[[], None] | None = None
+
+    # Headers may be given as a function that decodes a copy of the server's raw headers:
+    # the request path only copies them, the first reader (the exporter) decodes them once.
+
+    @property
+    def request_headers(self) -> Headers:
+        """Lower-case names, values as sent (decoded on first access when deferred)."""
+        headers = self._request_headers
+        if not isinstance(headers, tuple):
+            headers = self._request_headers = headers()
+        return headers
+
+    @request_headers.setter
+    def request_headers(self, headers: Headers) -> None:
+        self._request_headers = headers
+
+    @property
+    def response_headers(self) -> Headers:
+        headers = self._response_headers
+        if not isinstance(headers, tuple):
+            headers = self._response_headers = headers()
+        return headers
+
+    @response_headers.setter
+    def response_headers(self, headers: Headers) -> None:
+        self._response_headers = headers
+
+    def defer_response_headers(self, decode: Callable[[], Headers]) -> None:
+        """Set the response headers to what ``decode()`` returns when first read."""
+        self._response_headers = decode
 
     # -- written on the request path ---------------------------------------------------
 

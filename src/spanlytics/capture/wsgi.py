@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Iterator, MutableMapping
+from functools import partial
 from typing import Any
 from urllib.parse import quote
 
@@ -35,14 +36,18 @@ WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
 _log = ThrottledLogger(logging.getLogger("spanlytics.capture.wsgi"))
 
 
-def _request_headers(environ: Environ) -> tuple[tuple[str, str], ...]:
+def _request_headers(items: Iterable[tuple[str, Any]]) -> tuple[tuple[str, str], ...]:
     headers: list[tuple[str, str]] = []
-    for key, value in environ.items():
+    for key, value in items:
         if key.startswith("HTTP_"):
             headers.append((key[5:].replace("_", "-").lower(), str(value)))
         elif key in ("CONTENT_TYPE", "CONTENT_LENGTH") and value:
             headers.append((key.replace("_", "-").lower(), str(value)))
     return tuple(headers)
+
+
+def _lower_names(headers: Iterable[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
+    return tuple((k.lower(), v) for k, v in headers)
 
 
 def _raw_path(environ: Environ) -> str:
@@ -61,7 +66,8 @@ def new_capture(environ: Environ, options: CaptureOptions) -> Capture:
         path=_raw_path(environ),
         query=str(environ.get("QUERY_STRING", "")),
         scheme=str(environ.get("wsgi.url_scheme", "http")),
-        request_headers=_request_headers(environ),
+        # a copy of the environ's items now (the app may change it), decoded by the exporter
+        request_headers=partial(_request_headers, list(environ.items())),
         bodies=options.capture_bodies,
         limit=options.max_body_bytes,
         declared_request_size=int(length) if length.isdigit() else None,
@@ -193,7 +199,7 @@ def capture_wsgi(
     def start_response_tee(status: str, headers: list[tuple[str, str]], *exc_info: Any) -> Any:
         code = status[:3]
         capture.status = int(code) if code.isdigit() else None
-        capture.response_headers = tuple((k.lower(), v) for k, v in headers)
+        capture.defer_response_headers(partial(_lower_names, list(headers)))
         write = start_response(status, headers, *exc_info)
 
         def write_tee(data: bytes) -> object:
