@@ -48,6 +48,10 @@ def exit_capture(token: contextvars.Token[Capture | None]) -> None:
         _current.set(None)
 
 
+def _decoded(headers: Headers | Callable[[], Headers]) -> Headers:
+    return headers if isinstance(headers, tuple) else headers()
+
+
 class Capture:
     """What the middleware saw of one request/response, bounded by ``limit`` bytes per body.
 
@@ -135,9 +139,7 @@ class Capture:
     @property
     def request_headers(self) -> Headers:
         """Lower-case names, values as sent (decoded on first access when deferred)."""
-        headers = self._request_headers
-        if not isinstance(headers, tuple):
-            headers = self._request_headers = headers()
+        headers = self._request_headers = _decoded(self._request_headers)
         return headers
 
     @request_headers.setter
@@ -146,9 +148,7 @@ class Capture:
 
     @property
     def response_headers(self) -> Headers:
-        headers = self._response_headers
-        if not isinstance(headers, tuple):
-            headers = self._response_headers = headers()
+        headers = self._response_headers = _decoded(self._response_headers)
         return headers
 
     @response_headers.setter
