@@ -346,7 +346,7 @@ def test_asgi_headers_are_copied_on_the_request_path_and_decoded_later() -> None
     scope: dict[str, Any] = {"type": "http", "method": "POST", "path": "/x", "headers": raw}
     capture = new_capture(scope, CaptureOptions())
     response_raw = [(b"Content-Type", b"application/json")]
-    capture.defer_response_headers(_deferred_headers(response_raw))
+    capture.response_headers = _deferred_headers(response_raw)
     raw[0] = (b"host", b"changed.test")
     raw.append((b"x-added", b"1"))
     response_raw.clear()

@@ -137,7 +137,7 @@ async def capture_asgi(
             capture.add_response_chunk(message.get("body") or b"")
         elif kind == "http.response.start":
             capture.status = message.get("status")
-            capture.defer_response_headers(_deferred_headers(message.get("headers")))
+            capture.response_headers = _deferred_headers(message.get("headers"))
         await send(message)
 
     try:

@@ -20,7 +20,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import TYPE_CHECKING, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias, overload
 
 from spanlytics.consumer import Consumer
 
@@ -48,8 +48,30 @@ def exit_capture(token: contextvars.Token[Capture | None]) -> None:
         _current.set(None)
 
 
-def _decoded(headers: Headers | Callable[[], Headers]) -> Headers:
-    return headers if isinstance(headers, tuple) else headers()
+class _DeferredHeaders:
+    """A header attribute of :class:`Capture` (lower-case names, values as sent), kept in the
+    slot ``_<name>`` as assigned: a tuple, or a function returning one, called on first read."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self._slot: Any = getattr(owner, f"_{name}")
+
+    @overload
+    def __get__(self, capture: None, owner: type | None = None) -> _DeferredHeaders: ...
+
+    @overload
+    def __get__(self, capture: Capture, owner: type | None = None) -> Headers: ...
+
+    def __get__(self, capture: Capture | None, owner: type | None = None) -> Headers | _DeferredHeaders:
+        if capture is None:
+            return self
+        headers = self._slot.__get__(capture)
+        if not isinstance(headers, tuple):
+            headers = headers()
+            self._slot.__set__(capture, headers)
+        return headers  # type: ignore[no-any-return]
+
+    def __set__(self, capture: Capture, headers: Headers | Callable[[], Headers]) -> None:
+        self._slot.__set__(capture, headers)
 
 
 class Capture:
@@ -135,29 +157,8 @@ class Capture:
 
     # Headers may be given as a function that decodes a copy of the server's raw headers:
     # the request path only copies them, the first reader (the exporter) decodes them once.
-
-    @property
-    def request_headers(self) -> Headers:
-        """Lower-case names, values as sent (decoded on first access when deferred)."""
-        headers = self._request_headers = _decoded(self._request_headers)
-        return headers
-
-    @request_headers.setter
-    def request_headers(self, headers: Headers) -> None:
-        self._request_headers = headers
-
-    @property
-    def response_headers(self) -> Headers:
-        headers = self._response_headers = _decoded(self._response_headers)
-        return headers
-
-    @response_headers.setter
-    def response_headers(self, headers: Headers) -> None:
-        self._response_headers = headers
-
-    def defer_response_headers(self, decode: Callable[[], Headers]) -> None:
-        """Set the response headers to what ``decode()`` returns when first read."""
-        self._response_headers = decode
+    request_headers = _DeferredHeaders()
+    response_headers = _DeferredHeaders()
 
     # -- written on the request path ---------------------------------------------------
 

@@ -199,7 +199,7 @@ def capture_wsgi(
     def start_response_tee(status: str, headers: list[tuple[str, str]], *exc_info: Any) -> Any:
         code = status[:3]
         capture.status = int(code) if code.isdigit() else None
-        capture.defer_response_headers(partial(_lower_names, list(headers)))
+        capture.response_headers = partial(_lower_names, list(headers))
         write = start_response(status, headers, *exc_info)
 
         def write_tee(data: bytes) -> object:
