@@ -15,42 +15,37 @@ from collections.abc import Callable
 from typing import Any
 
 
+def stdlib_dumps_text(value: Any) -> str:
+    """Compact JSON text with non-ASCII kept, from the standard library (exact for any
+    integer; a lone surrogate stays a lone surrogate)."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
 def _stdlib_dumps(value: Any) -> bytes:
-    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    text = stdlib_dumps_text(value)
     try:
         return text.encode("utf-8")
     except UnicodeEncodeError:  # a lone surrogate: escape it, as JSON allows
         return json.dumps(value, separators=(",", ":")).encode("ascii")
 
 
-def _choose() -> tuple[Callable[[Any], bytes], str]:
+def _never(out: str) -> bool:
+    return False
+
+
+def _choose() -> tuple[
+    Callable[[Any], bytes], str, Callable[[str], Any], Callable[[Any], str], Callable[[str], bool]
+]:
     try:
         import orjson
     except ImportError:
-        return _stdlib_dumps, "json"
+        return _stdlib_dumps, "json", json.loads, stdlib_dumps_text, _never
 
     def orjson_dumps(value: Any) -> bytes:
         try:
             return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS)
         except (TypeError, ValueError):  # lone surrogates, integers beyond 64 bits
             return _stdlib_dumps(value)
-
-    return orjson_dumps, "orjson"
-
-
-dumps, BACKEND = _choose()
-"""``dumps(value) -> bytes``: compact JSON; ``BACKEND`` says which library encodes."""
-
-
-def _stdlib_dumps_text(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
-
-
-def _choose_text() -> tuple[Callable[[str], Any], Callable[[Any], str], Callable[[str], bool]]:
-    try:
-        import orjson
-    except ImportError:
-        return json.loads, _stdlib_dumps_text, lambda out: False
 
     def orjson_loads(text: str) -> Any:
         try:
@@ -62,7 +57,7 @@ def _choose_text() -> tuple[Callable[[str], Any], Callable[[Any], str], Callable
         try:
             return orjson.dumps(value).decode("utf-8")
         except (TypeError, ValueError):  # a lone surrogate or a huge integer in the value
-            return _stdlib_dumps_text(value)
+            return stdlib_dumps_text(value)
 
     def may_have_rounded(out: str) -> bool:
         # orjson reads an integer beyond 64 bits as a float of at least 9.2e18, which it
@@ -71,12 +66,13 @@ def _choose_text() -> tuple[Callable[[str], Any], Callable[[Any], str], Callable
         # only costs that second parse.
         return "e+" in out
 
-    return orjson_loads, orjson_dumps_text, may_have_rounded
+    return orjson_dumps, "orjson", orjson_loads, orjson_dumps_text, may_have_rounded
 
 
-loads_text, dumps_text, may_have_rounded = _choose_text()
-"""``loads_text(text)`` parses like ``json.loads`` (raising ``ValueError``), except that
-with orjson an integer beyond 64 bits becomes a float; ``dumps_text(value) -> str`` is
-compact JSON with non-ASCII kept, like ``json.dumps(value, ensure_ascii=False,
-separators=(",", ":"))``; ``may_have_rounded(out)`` is True when ``dumps_text``'s output
-may hold such a float, so that the text must be parsed with ``json.loads`` to stay exact."""
+dumps, BACKEND, loads_text, dumps_text, may_have_rounded = _choose()
+"""``dumps(value) -> bytes``: compact JSON (lone surrogates escaped); ``BACKEND`` says which
+library encodes. ``loads_text(text)`` parses like ``json.loads`` (raising ``ValueError``),
+except that with orjson an integer beyond 64 bits becomes a float; ``dumps_text(value) ->
+str`` is :func:`stdlib_dumps_text`'s output (numbers may be written differently but mean the
+same); ``may_have_rounded(out)`` is True when ``dumps_text``'s output may hold such a float,
+so that the text must be parsed with ``json.loads`` to stay exact."""

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from typing import Final, TypeAlias, TypeVar
 from urllib.parse import quote, quote_plus, unquote_plus
 
-from spanlytics._json import dumps_text, loads_text, may_have_rounded
+from spanlytics._json import dumps_text, loads_text, may_have_rounded, stdlib_dumps_text
 from spanlytics._throttle import ThrottledLogger
 from spanlytics.record import Headers, MaskedField, RequestRecord, replace_record
 
@@ -466,7 +466,7 @@ class Masker:
             found = []
             parsed = json.loads(text)
             self._walk(parsed, prefix, found)
-            out = json.dumps(parsed, ensure_ascii=False, separators=(",", ":"))
+            out = stdlib_dumps_text(parsed)
         if "\\u" in text and _SURROGATE.search(out):  # a lone "\ud800" must stay escaped
             out = json.dumps(parsed, separators=(",", ":"))
         masks += found
