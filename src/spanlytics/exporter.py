@@ -258,7 +258,7 @@ class SpanlyticsExporter(SpanExporter):
         once per few hundred records instead of once per slice halves the worker's cost.
         """
         with self._drain_lock:
-            clock = time.perf_counter
+            clock = time.monotonic
             offered = clock()
             pending = self._pending
             while True:
@@ -267,7 +267,7 @@ class SpanlyticsExporter(SpanExporter):
                     record = self._process(span, cap, final)
                     if record is not None:
                         if not pending:
-                            self._pending_since = time.monotonic()
+                            self._pending_since = clock()
                         pending.append(record)
                     if not final and clock() - offered >= YIELD_AFTER_S:
                         if len(self._queue) < CATCH_UP_AT:
@@ -278,7 +278,7 @@ class SpanlyticsExporter(SpanExporter):
                     final
                     or flush
                     or len(pending) >= self.settings.batch_size
-                    or time.monotonic() - self._pending_since >= self.settings.flush_interval_s
+                    or clock() - self._pending_since >= self.settings.flush_interval_s
                 ):
                     self._pending = []
                     self._deliver(pending)
