@@ -6,6 +6,8 @@ Install it *outside* the OpenTelemetry ASGI middleware (``spanlytics.instrument_
 
 Every message is passed on as the same object, in the same order, with the same timing:
 streaming responses still stream, client disconnects and exceptions propagate unchanged.
+Headers are read only when they are a list or a tuple: anything else (a generator) may be
+readable once, and that once belongs to the server.
 It also flushes spanlytics when the app's lifespan shuts down, because uvicorn re-raises
 SIGTERM after a graceful shutdown and ``atexit`` hooks never run there.
 """
@@ -41,14 +43,25 @@ def _decode_headers(raw: Any) -> tuple[tuple[str, str], ...]:
     return tuple((bytes(k).decode("latin-1").lower(), bytes(v).decode("latin-1")) for k, v in raw or ())
 
 
+def _readable(raw: Any) -> Any:
+    """``raw`` if it can be read without being used up, else ``()``.
+
+    ASGI allows headers as *any* iterable, and a generator can be iterated once: if the tee
+    read it, the server would send no headers at all (no Content-Type, no Content-Length).
+    The servers take what the app gave them (uvicorn calls ``list()`` on it, hypercorn
+    iterates it); only a list or a tuple is ours to read too. The rest is not captured.
+    """
+    return raw if type(raw) is list or type(raw) is tuple else ()
+
+
 def _deferred_headers(raw: Any) -> Callable[[], tuple[tuple[str, str], ...]]:
     """Copy the server's header list now (the app may change it in place), decode it later:
     on the request path only the copy is made."""
-    return partial(_decode_headers, list(raw or ()))
+    return partial(_decode_headers, list(_readable(raw)))
 
 
 def _declared_size(raw: Any) -> int | None:
-    for name, value in raw or ():
+    for name, value in _readable(raw):
         if bytes(name).lower() == b"content-length":
             return int(value) if bytes(value).isdigit() else None
     return None
@@ -87,7 +100,7 @@ class ASGICaptureMiddleware:
 
 
 def _user_agent(scope: Scope) -> str | None:
-    for name, value in scope.get("headers") or ():
+    for name, value in _readable(scope.get("headers")):
         if name == b"user-agent":
             return bytes(value).decode("latin-1")
     return None

@@ -8,7 +8,8 @@ Wrap the app's WSGI callable *outside* the OpenTelemetry instrumentation
 Guarantees: ``wsgi.input`` stays fully readable (we only copy what the app reads, up to the
 cap); the response iterable is passed through chunk by chunk, so streaming still streams;
 ``close()`` is always propagated; a list/tuple response is returned as the very same object
-(servers may special-case it); exceptions propagate unchanged.
+(servers may special-case it); exceptions propagate unchanged. Only lists and tuples are read
+beside the server (response headers, the response): an iterator can be read once, by the server.
 """
 
 from __future__ import annotations
@@ -196,10 +197,13 @@ def capture_wsgi(
         identify_at_end(capture, options, environ)
         STORE.finish(capture)
 
-    def start_response_tee(status: str, headers: list[tuple[str, str]], *exc_info: Any) -> Any:
+    def start_response_tee(status: str, headers: Iterable[tuple[str, str]], *exc_info: Any) -> Any:
         code = status[:3]
         capture.status = int(code) if code.isdigit() else None
-        capture.response_headers = partial(_lower_names, list(headers))
+        # PEP 3333 asks for a list, but gunicorn and werkzeug iterate whatever they get:
+        # reading a generator here would leave the server none to send.
+        if type(headers) is list or type(headers) is tuple:
+            capture.response_headers = partial(_lower_names, list(headers))
         write = start_response(status, headers, *exc_info)
 
         def write_tee(data: bytes) -> object:
