@@ -9,6 +9,7 @@ from multiprocessing.synchronize import Event as EventType
 from pathlib import Path
 
 import pytest
+import requests
 
 from spanlytics._throttle import ThrottledLogger
 from spanlytics.consumer import Consumer
@@ -20,6 +21,7 @@ from spanlytics.destinations.local import (
     iter_records,
 )
 from spanlytics.record import ExceptionInfo, MaskedField, RequestRecord
+from tests.support.servers import free_port, gunicorn_argv, poll_until, start_server, uvicorn_argv
 
 BATCH = 256
 BATCHES_PER_PROCESS = 20
@@ -441,3 +443,69 @@ def test_batches_of_every_length_prepare_few_distinct_statements(tmp_path: Path)
     assert row_count(tmp_path / "a.db") == total
     per = local._MAX_ROWS_PER_STATEMENT
     assert rows_per_insert == {per} | {1 << k for k in range(per.bit_length()) if 1 << k < per}
+
+
+@pytest.mark.parametrize("deleted", [("",), ("", "-wal", "-shm")], ids=["file", "file-wal-shm"])
+def test_a_file_deleted_while_in_use_is_recreated_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, deleted: tuple[str, ...]
+) -> None:
+    db = tmp_path / "api.db"
+    store = LocalStore(db)
+    store.export([make_record(i, "before") for i in range(3)])
+    for suffix in deleted:  # `rm api.db` or `rm api.db*` while the app runs
+        Path(f"{db}{suffix}").unlink(missing_ok=True)
+    with caplog.at_level(logging.WARNING, "spanlytics"):
+        store.export([make_record(i, "after") for i in range(3)])
+        store.export([make_record(i, "later") for i in range(2)])
+    assert sorted(r.record_id for r in iter_records(db)) == [
+        "after-0",
+        "after-1",
+        "after-2",
+        "later-0",
+        "later-1",
+    ]
+    assert store.dropped == 0
+    assert caplog.text.count("was deleted or replaced") == 1
+    store.shutdown()
+
+
+LIVE_SERVERS = {
+    "fastapi-uvicorn": lambda port: uvicorn_argv("tests.support.edge_apps:fastapi_app", port),
+    "flask-gunicorn": lambda port: gunicorn_argv(
+        "tests.support.edge_apps:flask_app", port, "--worker-class", "gthread", "--threads", "2"
+    ),
+}
+
+
+def _stored_paths(db: Path) -> set[str]:
+    try:
+        return {r.path for r in iter_records(db)}
+    except (FileNotFoundError, SchemaError, sqlite3.Error):  # not (re)created yet
+        return set()
+
+
+@pytest.mark.parametrize("server", sorted(LIVE_SERVERS))
+def test_deleting_the_database_under_a_running_server_loses_nothing_later(
+    server: str, tmp_path: Path
+) -> None:
+    db = tmp_path / "live.db"
+    port = free_port()
+    env = {"SPANLYTICS_TEST_VARIANT": "spanlytics", "SPANLYTICS_LOCAL_PATH": str(db)}
+    proc = start_server(
+        LIVE_SERVERS[server](port),
+        port=port,
+        log_dir=tmp_path,
+        env={**env, "SPANLYTICS_FLUSH_INTERVAL": "0.1"},
+    )
+    try:
+        requests.get(f"{proc.base_url}/items/1", timeout=10).raise_for_status()
+        poll_until(lambda: "/items/1" in _stored_paths(db), 20, "the first record")
+        for suffix in ("", "-wal", "-shm"):  # `rm live.db*` while the server runs
+            Path(f"{db}{suffix}").unlink(missing_ok=True)
+        for item in (2, 3):
+            requests.get(f"{proc.base_url}/items/{item}", timeout=10).raise_for_status()
+        poll_until(lambda: {"/items/2", "/items/3"} <= _stored_paths(db), 20, "records after the deletion")
+        assert "/items/1" not in _stored_paths(db)
+    finally:
+        proc.stop()
+    assert proc.log().count("was deleted or replaced while in use") == 1

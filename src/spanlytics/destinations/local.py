@@ -18,7 +18,10 @@ Deliberate choices:
 * The schema version lives in ``PRAGMA user_version``; :data:`MIGRATIONS` is applied in
   order on open. A file written by a newer spanlytics is left untouched (warning, records
   dropped and counted); readers still read it, since later versions only add columns.
-* The parent directory is not created: a wrong path gives a warning naming it.
+* A file deleted or replaced while the app runs (``rm spanlytics.db``, log rotation) is
+  noticed before the next batch (one ``stat`` per batch, on the worker thread): the store
+  warns, opens a new file at the path and creates the schema, instead of writing every later
+  record into a file nobody can see.
 * A connection never crosses ``fork``: the child abandons the inherited one (closing it
   could disturb the parent's locks and WAL) and opens its own on first use.
 """
@@ -279,6 +282,15 @@ def _open_for_writing(path: str, busy_timeout_s: float) -> sqlite3.Connection:
     return conn
 
 
+def _identity(path: str) -> tuple[int, int] | None:
+    """The file at ``path`` as (device, inode), None when there is none."""
+    try:
+        status = os.stat(path)
+    except OSError:
+        return None
+    return status.st_dev, status.st_ino
+
+
 class LocalStore:
     """Destination writing masked records to a SQLite file (WAL mode, schema versioned)::
 
@@ -305,6 +317,7 @@ class LocalStore:
         self._busy_timeout_s = busy_timeout_s
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
+        self._identity: tuple[int, int] | None = None  # (st_dev, st_ino) of the open file
         self._pid = os.getpid()
         self._closed = False
         reset_in_child(self, LocalStore._after_fork)
@@ -372,7 +385,22 @@ class LocalStore:
                 os.makedirs(parent, exist_ok=True)
             self._conn = _open_for_writing(self.path, self._busy_timeout_s)
             self._pid = os.getpid()
+            self._identity = _identity(self.path)
         return self._conn
+
+    def _reopen_if_replaced(self) -> None:
+        """Notice that the open file is no longer the one at ``path`` (deleted, replaced)."""
+        if self._conn is None or self._pid != os.getpid() or self._identity is None:
+            return
+        if _identity(self.path) == self._identity:
+            return
+        self._close_connection()
+        _log.warning(
+            f"local.replaced.{self.path}",
+            "spanlytics local store %s was deleted or replaced while in use; "
+            "writing to a new file at that path",
+            self.path,
+        )
 
     def _close_connection(self) -> None:
         self._abandon_if_inherited()
@@ -380,6 +408,7 @@ class LocalStore:
             with contextlib.suppress(sqlite3.Error):
                 self._conn.close()
             self._conn = None
+            self._identity = None
 
     def export(self, records: Sequence[RequestRecord]) -> None:
         """Write one batch in one transaction; on failure drop it, count it and warn."""
@@ -393,6 +422,7 @@ class LocalStore:
                 )
                 return
             try:
+                self._reopen_if_replaced()
                 self._write(records)
             except SchemaError as exc:
                 self.dropped += len(records)
