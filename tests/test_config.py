@@ -129,6 +129,20 @@ def test_number_and_list_variables(
         ("SPANLYTICS_FLUSH_INTERVAL", "nan"),
         ("SPANLYTICS_FLUSH_INTERVAL", "inf"),  # a worker thread cannot wait forever on a timer
         ("SPANLYTICS_MAX_RESPONSE_WAIT", "soon"),
+        # accepted before, and each one killed the thread that waits on it (OverflowError)
+        ("SPANLYTICS_FLUSH_INTERVAL", "1e300"),
+        ("SPANLYTICS_DELIVERY_BACKOFF_MAX", "1e300"),
+        ("SPANLYTICS_DELIVERY_BACKOFF_MAX", "inf"),
+        ("SPANLYTICS_DELIVERY_TIMEOUT", "1e300"),
+        ("SPANLYTICS_SPOOL_MAX_AGE", "nan"),
+        ("SPANLYTICS_APITALLY_SYNC_INTERVAL", "1e300"),
+        ("SPANLYTICS_MAX_RESPONSE_WAIT", "1e300"),
+        ("SPANLYTICS_MAX_BODY_BYTES", "99999999999999999999"),
+        ("SPANLYTICS_DELIVERY_BATCH_RECORDS", "-5"),
+        # http.client sends header values as Latin-1 only: this one killed the sender thread
+        ("SPANLYTICS_HTTP_HEADERS", "Authorization=Bearer t\u00f6k\u20acn-secret"),
+        ("SPANLYTICS_HTTP_HEADERS", "X-Key=abc,no-equals-sign"),
+        ("SPANLYTICS_HTTP_HEADERS", "Bad Name=v"),
     ],
 )
 def test_invalid_variable_warns_and_keeps_the_default(
@@ -143,7 +157,13 @@ def test_invalid_variable_warns_and_keeps_the_default(
 
 @pytest.mark.parametrize(
     "variable",
-    ["SPANLYTICS_ENABLED", "SPANLYTICS_MAX_BODY_BYTES", "SPANLYTICS_BATCH_SIZE", "SPANLYTICS_FLUSH_INTERVAL"],
+    [
+        "SPANLYTICS_ENABLED",
+        "SPANLYTICS_MAX_BODY_BYTES",
+        "SPANLYTICS_BATCH_SIZE",
+        "SPANLYTICS_FLUSH_INTERVAL",
+        "SPANLYTICS_HTTP_HEADERS",
+    ],
 )
 def test_invalid_variable_warning_never_shows_the_value(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, variable: str
@@ -258,16 +278,47 @@ def test_masking_rules_keep_a_lone_string_pattern_whole(settings: dict[str, Any]
 
 @pytest.mark.parametrize(
     ("name", "value"),
-    [("max_queue_size", 0), ("batch_size", 0), ("flush_interval_s", 0.0), ("max_body_bytes", -1)],
+    [
+        ("max_queue_size", 0),
+        ("batch_size", 0),
+        ("flush_interval_s", 0.0),
+        ("max_body_bytes", -1),
+        ("flush_interval_s", 1e300),
+        ("flush_interval_s", float("nan")),
+        ("max_response_wait_s", float("inf")),
+        ("delivery_backoff_max_s", 1e300),
+        ("delivery_backoff_max_s", float("inf")),
+        ("spool_max_age_s", float("nan")),
+        ("delivery_timeout_s", -1.0),
+        ("apitally_sync_interval_s", 1e300),
+        ("batch_size", 1.5),  # range(1.5) raised in the worker thread
+        ("max_queue_size", True),
+        ("http_headers", ("Authorization=Bearer t\u00f6k\u20acn-secret",)),
+    ],
 )
-def test_invalid_keyword_values_are_rejected_or_replaced(name: str, value: object) -> None:
+def test_invalid_keyword_values_are_rejected_at_start(name: str, value: object) -> None:
     # max_queue_size=0 makes every finished server span raise IndexError inside span.end(),
-    # in the app's request; batch_size=0 means nothing is ever exported.
-    try:
-        settings = Settings.resolve(**{name: value})
-    except ValueError:
-        return  # a start-up error, like an unknown keyword, is fine
-    assert getattr(settings, name) == getattr(Settings(), name)
+    # in the app's request; batch_size=0 means nothing is ever exported; 1e300 seconds and
+    # non-Latin-1 header values killed the threads that use them.
+    with pytest.raises(ValueError, match=f"invalid spanlytics setting\\(s\\): {name} \\(") as raised:
+        Settings.resolve(**{name: value})
+    assert "secret" not in str(raised.value)  # a header value is likely a secret: never echoed
+    with pytest.raises(ValueError):
+        spanlytics.SpanlyticsExporter(**{name: value})
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("flush_interval_s", 3600.0),
+        ("delivery_backoff_max_s", 1),  # a whole number of seconds is fine
+        ("max_body_bytes", 0),
+        ("apitally_sync_interval_s", None),
+        ("http_headers", ("Authorization=Bearer abc", "X-Tenant=caf\u00e9")),  # Latin-1 is fine
+    ],
+)
+def test_valid_edge_values_are_accepted(name: str, value: object) -> None:
+    assert getattr(Settings.resolve(**{name: value}), name) == value
 
 
 def test_configure_reads_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

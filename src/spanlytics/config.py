@@ -46,32 +46,114 @@ def _bool(raw: str) -> bool:
     raise ValueError("expected true or false")
 
 
-def _int(raw: str, minimum: int) -> int:
+_DAY_S = 24 * 3600.0
+_GIB = 1 << 30
+
+# The range of every numeric setting, as data: (minimum, maximum), inclusive. Seconds are
+# floats and must also be > 0: an interval of 0 spins a thread, and NaN, inf or 1e300 seconds
+# make every timed wait raise OverflowError in the thread that owns it. The maxima are far
+# beyond any sensible value, so they only reject typos and absurd values.
+NUMERIC_RANGES: dict[str, tuple[float, float]] = {
+    # a cap on each captured body, held per request in flight: 0 turns bodies off
+    "max_body_bytes": (0, _GIB),
+    # spans waiting for the worker: each holds its captured bodies in memory
+    "max_queue_size": (1, 10_000_000),
+    # spans the worker builds into one destination batch
+    "batch_size": (1, 1_000_000),
+    # how long a built record may wait for more before it is handed on
+    "flush_interval_s": (0.0, 3600.0),
+    # how long a span waits for its still-streaming response
+    "max_response_wait_s": (0.0, _DAY_S),
+    # one destination's on-disk spool (a PiB is no limit; it keeps the arithmetic finite)
+    "spool_max_bytes": (1, 1 << 50),
+    # older spooled batches are dropped: a year is as long as any receiver would take them
+    "spool_max_age_s": (0.0, 365 * _DAY_S),
+    # one delivery request's read timeout
+    "delivery_timeout_s": (0.0, 3600.0),
+    # batches a destination keeps in memory before it spools
+    "delivery_queue_batches": (1, 1_000_000),
+    # records in one delivered batch
+    "delivery_batch_records": (1, 1_000_000),
+    # bytes in one delivered batch (before compression)
+    "delivery_batch_bytes": (1, _GIB),
+    # the longest pause between two delivery attempts
+    "delivery_backoff_max_s": (0.0, 3600.0),
+    # Apitally's sync period (the client uses 10 s, then 60 s)
+    "apitally_sync_interval_s": (0.0, 3600.0),
+}
+
+
+def _expectation(name: str) -> str:
+    """What a valid value of ``name`` looks like (never the value that was given)."""
+    low, high = NUMERIC_RANGES[name]
+    if isinstance(low, float):
+        return f"expected a number of seconds > 0 and <= {high:g}"
+    return f"expected a whole number from {low} to {high}"
+
+
+def numeric_problem(name: str, value: object) -> str | None:
+    """Why ``value`` is not valid for the numeric setting ``name``, or None when it is."""
+    low, high = NUMERIC_RANGES[name]
+    seconds = isinstance(low, float)
+    kinds = (int, float) if seconds else (int,)
+    if isinstance(value, bool) or not isinstance(value, kinds):
+        return _expectation(name)
+    ok = (math.isfinite(value) and low < value <= high) if seconds else low <= value <= high
+    return None if ok else _expectation(name)
+
+
+def _number_parser(name: str) -> Callable[[str], float]:
+    """An environment parser for the numeric setting ``name``."""
+    seconds = isinstance(NUMERIC_RANGES[name][0], float)
+
+    def parse(raw: str) -> float:
+        try:
+            value: float = float(raw.strip()) if seconds else int(raw.strip())
+        except ValueError:
+            raise ValueError(_expectation(name)) from None  # int()'s message quotes the value
+        problem = numeric_problem(name, value)
+        if problem is not None:
+            raise ValueError(problem)
+        return value
+
+    return parse
+
+
+# RFC 9110 token characters: anything else in a header name is rejected by servers or proxies.
+_HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+
+
+def header_problem(name: str, value: str) -> str | None:
+    """Why a header would fail on the wire, naming the header and never the value (an
+    Authorization value is a secret). http.client sends Latin-1 only and rejects line breaks."""
+    if not _HEADER_NAME.match(name):
+        return "a header name may only hold letters, digits and !#$%&'*+-.^_`|~"
     try:
-        value = int(raw.strip())
-    except ValueError:
-        raise ValueError("expected a whole number") from None  # int()'s message quotes the value
-    if value < minimum:
-        raise ValueError(f"expected a whole number >= {minimum}")
-    return value
+        value.encode("latin-1")
+    except UnicodeEncodeError:
+        return f"the value of header {name} has characters outside Latin-1; encode them (base64)"
+    if any(c in value for c in "\r\n\0"):
+        return f"the value of header {name} has a line break or a NUL character"
+    return None
 
 
-def _positive_int(raw: str) -> int:
-    return _int(raw, 1)
+def _header_entries_problem(entries: tuple[str, ...]) -> str | None:
+    for entry in entries:
+        name, sep, value = entry.partition("=")
+        if not sep or not name.strip():
+            return "expected Name=Value entries separated by commas"
+        problem = header_problem(name.strip(), value.strip())
+        if problem is not None:
+            return problem
+    return None
 
 
-def _non_negative_int(raw: str) -> int:
-    return _int(raw, 0)
-
-
-def _positive_float(raw: str) -> float:
-    try:
-        value = float(raw.strip())
-    except ValueError:
-        raise ValueError("expected a number of seconds") from None
-    if not (value > 0 and math.isfinite(value)):
-        raise ValueError("expected a finite number of seconds > 0")
-    return value
+def _http_headers(raw: str) -> tuple[str, ...]:
+    entries = _csv(raw)
+    problem = _header_entries_problem(entries)
+    if problem is not None:
+        raise ValueError(problem)
+    return entries
 
 
 def _optional_str(raw: str) -> str | None:
@@ -112,7 +194,7 @@ _ENV_PARSERS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "local_path": ("SPANLYTICS_LOCAL_PATH", str),
     "capture_bodies": ("SPANLYTICS_CAPTURE_BODIES", _bool),
     "capture_headers": ("SPANLYTICS_CAPTURE_HEADERS", _bool),
-    "max_body_bytes": ("SPANLYTICS_MAX_BODY_BYTES", _non_negative_int),
+    "max_body_bytes": ("SPANLYTICS_MAX_BODY_BYTES", _number_parser("max_body_bytes")),
     "consumer_header": ("SPANLYTICS_CONSUMER_HEADER", _optional_str),
     "consumer_from": ("SPANLYTICS_CONSUMER_FROM", _csv),
     "consumer_hash": ("SPANLYTICS_CONSUMER_HASH", _bool),
@@ -132,7 +214,10 @@ _ENV_PARSERS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "apitally_client_id": ("SPANLYTICS_APITALLY_CLIENT_ID", _uuid),
     "apitally_env": ("SPANLYTICS_APITALLY_ENV", _apitally_env),
     "apitally_base_url": ("SPANLYTICS_APITALLY_BASE_URL", str),
-    "apitally_sync_interval_s": ("SPANLYTICS_APITALLY_SYNC_INTERVAL", _positive_float),
+    "apitally_sync_interval_s": (
+        "SPANLYTICS_APITALLY_SYNC_INTERVAL",
+        _number_parser("apitally_sync_interval_s"),
+    ),
     "apitally_request_logging": ("SPANLYTICS_APITALLY_REQUEST_LOGGING", _bool),
     "apitally_log_query_params": ("SPANLYTICS_APITALLY_LOG_QUERY_PARAMS", _bool),
     "apitally_log_request_headers": ("SPANLYTICS_APITALLY_LOG_REQUEST_HEADERS", _bool),
@@ -141,23 +226,23 @@ _ENV_PARSERS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "apitally_log_response_body": ("SPANLYTICS_APITALLY_LOG_RESPONSE_BODY", _bool),
     "apitally_log_exception": ("SPANLYTICS_APITALLY_LOG_EXCEPTION", _bool),
     "http_url": ("SPANLYTICS_HTTP_URL", _optional_str),
-    "http_headers": ("SPANLYTICS_HTTP_HEADERS", _csv),
+    "http_headers": ("SPANLYTICS_HTTP_HEADERS", _http_headers),
     "http_gzip": ("SPANLYTICS_HTTP_GZIP", _bool),
     "spool_dir": ("SPANLYTICS_SPOOL_DIR", _optional_str),
-    "spool_max_bytes": ("SPANLYTICS_SPOOL_MAX_BYTES", _positive_int),
-    "spool_max_age_s": ("SPANLYTICS_SPOOL_MAX_AGE", _positive_float),
-    "delivery_timeout_s": ("SPANLYTICS_DELIVERY_TIMEOUT", _positive_float),
-    "delivery_queue_batches": ("SPANLYTICS_DELIVERY_QUEUE_BATCHES", _positive_int),
-    "delivery_batch_records": ("SPANLYTICS_DELIVERY_BATCH_RECORDS", _positive_int),
-    "delivery_batch_bytes": ("SPANLYTICS_DELIVERY_BATCH_BYTES", _positive_int),
-    "delivery_backoff_max_s": ("SPANLYTICS_DELIVERY_BACKOFF_MAX", _positive_float),
+    "spool_max_bytes": ("SPANLYTICS_SPOOL_MAX_BYTES", _number_parser("spool_max_bytes")),
+    "spool_max_age_s": ("SPANLYTICS_SPOOL_MAX_AGE", _number_parser("spool_max_age_s")),
+    "delivery_timeout_s": ("SPANLYTICS_DELIVERY_TIMEOUT", _number_parser("delivery_timeout_s")),
+    "delivery_queue_batches": ("SPANLYTICS_DELIVERY_QUEUE_BATCHES", _number_parser("delivery_queue_batches")),
+    "delivery_batch_records": ("SPANLYTICS_DELIVERY_BATCH_RECORDS", _number_parser("delivery_batch_records")),
+    "delivery_batch_bytes": ("SPANLYTICS_DELIVERY_BATCH_BYTES", _number_parser("delivery_batch_bytes")),
+    "delivery_backoff_max_s": ("SPANLYTICS_DELIVERY_BACKOFF_MAX", _number_parser("delivery_backoff_max_s")),
     "mask_headers": ("SPANLYTICS_MASK_HEADERS", _csv),
     "mask_fields": ("SPANLYTICS_MASK_FIELDS", _csv),
     "mask_allow": ("SPANLYTICS_MASK_ALLOW", _csv),
-    "max_queue_size": ("SPANLYTICS_MAX_QUEUE_SIZE", _positive_int),
-    "batch_size": ("SPANLYTICS_BATCH_SIZE", _positive_int),
-    "flush_interval_s": ("SPANLYTICS_FLUSH_INTERVAL", _positive_float),
-    "max_response_wait_s": ("SPANLYTICS_MAX_RESPONSE_WAIT", _positive_float),
+    "max_queue_size": ("SPANLYTICS_MAX_QUEUE_SIZE", _number_parser("max_queue_size")),
+    "batch_size": ("SPANLYTICS_BATCH_SIZE", _number_parser("batch_size")),
+    "flush_interval_s": ("SPANLYTICS_FLUSH_INTERVAL", _number_parser("flush_interval_s")),
+    "max_response_wait_s": ("SPANLYTICS_MAX_RESPONSE_WAIT", _number_parser("max_response_wait_s")),
 }
 
 
@@ -271,31 +356,25 @@ class Settings:
 
     def __post_init__(self) -> None:
         """Values given in code are checked at start-up (environment values were already)."""
-        checks = {
-            "max_queue_size": self.max_queue_size >= 1,
-            "batch_size": self.batch_size >= 1,
-            "max_body_bytes": self.max_body_bytes >= 0,
-            "flush_interval_s": self.flush_interval_s > 0 and math.isfinite(self.flush_interval_s),
-            "max_response_wait_s": self.max_response_wait_s > 0 and math.isfinite(self.max_response_wait_s),
-            "spool_max_bytes": self.spool_max_bytes >= 1,
-            "spool_max_age_s": self.spool_max_age_s > 0,
-            "delivery_timeout_s": self.delivery_timeout_s > 0 and math.isfinite(self.delivery_timeout_s),
-            "delivery_queue_batches": self.delivery_queue_batches >= 1,
-            "delivery_batch_records": self.delivery_batch_records >= 1,
-            "delivery_batch_bytes": self.delivery_batch_bytes >= 1,
-            "delivery_backoff_max_s": self.delivery_backoff_max_s > 0,
-            "apitally_env": APITALLY_ENV_PATTERN.match(self.apitally_env) is not None,
-            "apitally_sync_interval_s": self.apitally_sync_interval_s is None
-            or (self.apitally_sync_interval_s > 0 and math.isfinite(self.apitally_sync_interval_s)),
+        problems: dict[str, str | None] = {
+            name: numeric_problem(name, getattr(self, name))
+            for name in NUMERIC_RANGES
+            if getattr(self, name) is not None  # apitally_sync_interval_s: None is the client's timing
         }
+        if not isinstance(self.apitally_env, str) or APITALLY_ENV_PATTERN.match(self.apitally_env) is None:
+            problems["apitally_env"] = "expected 1-32 letters, digits, '_' or '-'"
         if self.apitally_client_id is not None:
             try:
                 uuid.UUID(self.apitally_client_id)
-            except ValueError:
-                checks["apitally_client_id"] = False
-        bad = [name for name, ok in checks.items() if not ok]
+            except (TypeError, ValueError, AttributeError):
+                problems["apitally_client_id"] = "expected a UUID"
+        if isinstance(self.http_headers, str) or not all(isinstance(h, str) for h in self.http_headers):
+            problems["http_headers"] = "expected Name=Value strings"
+        else:
+            problems["http_headers"] = _header_entries_problem(tuple(self.http_headers))
+        bad = [f"{name} ({problem})" for name, problem in problems.items() if problem is not None]
         if bad:
-            raise ValueError(f"invalid spanlytics setting(s): {', '.join(bad)}")
+            raise ValueError(f"invalid spanlytics setting(s): {'; '.join(bad)}")
 
     def sender_settings(
         self, base_url: str, headers: tuple[tuple[str, str], ...] = (), gzip: bool = False
@@ -316,15 +395,9 @@ class Settings:
         )
 
     def http_header_pairs(self) -> tuple[tuple[str, str], ...]:
-        """``SPANLYTICS_HTTP_HEADERS`` entries ``Name=Value`` as pairs (malformed ones skipped)."""
-        pairs = []
-        for entry in self.http_headers:
-            name, sep, value = entry.partition("=")
-            if sep and name.strip():
-                pairs.append((name.strip(), value.strip()))
-            else:
-                _log.warning("http.headers", "ignoring a SPANLYTICS_HTTP_HEADERS entry without '='")
-        return tuple(pairs)
+        """``SPANLYTICS_HTTP_HEADERS`` entries ``Name=Value`` as pairs (validated at start)."""
+        pairs = (entry.partition("=") for entry in self.http_headers)
+        return tuple((name.strip(), value.strip()) for name, _, value in pairs)
 
     def consumer_sources(self) -> ConsumerSources:
         from spanlytics.consumer import ConsumerSources
