@@ -256,3 +256,79 @@ def test_payload_json_is_the_same_with_orjson_and_the_standard_library() -> None
     assert json.loads(_json.dumps({"big": 2**70})) == {"big": 2**70}  # beyond orjson: stdlib
     lone = {"s": "a\ud800b"}
     assert json.loads(_json.dumps(lone)) == lone and json.loads(_json._stdlib_dumps(lone)) == lone
+
+
+# --- faults that used to lose batches silently (issue 12, items 11, 12, 14) --------------------
+
+
+@pytest.mark.parametrize("status", [301, 302, 307, 308])
+def test_redirects_are_never_followed_and_count_as_a_configuration_error(
+    stub: IngestStub, tmp_path: Path, status: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    # requests would follow: a 301/302 turns the POST into a GET without its body, which the
+    # stub answers 200, and a 307/308 delivers to a URL nobody configured.
+    location = f"http://user:pw-secret@127.0.0.1:{stub.port}/moved/ingest?token=tok-secret"
+    stub.mode = ("redirect", status, location)
+    sender = Sender("t", settings(stub, tmp_path))
+    with caplog.at_level(logging.WARNING, "spanlytics"):
+        sender.submit(batch("r1", "r2"))
+        sender.force_flush(5)
+    assert [(r.mode, r.path) for r in stub.requests()] == [("redirect", "/v1/ingest")]
+    assert sender.stats()["dropped"] == {"redirected": 2} and sender.stats()["records_sent"] == 0
+    assert not spooled(sender)  # it would never succeed: not kept for a retry
+    assert f"HTTP {status}" in caplog.text and f"127.0.0.1:{stub.port}" in caplog.text
+    assert "spanlytics t:" in caplog.text and "final URL" in caplog.text
+    for leaked in ("pw-secret", "tok-secret", "/moved"):
+        assert leaked not in caplog.text
+    stub.mode = ("ok",)  # the sender goes on with the next batch
+    sender.submit(batch("after"))
+    assert sender.force_flush(5)
+    assert stub.accepted_ids() == {"after": 1}
+    sender.shutdown(1)
+
+
+def test_an_exception_while_sending_drops_that_batch_and_the_worker_goes_on(
+    stub: IngestStub, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # http.client sends header values as Latin-1: this one raises UnicodeEncodeError, which
+    # is not a requests.RequestException and used to kill the worker thread.
+    sender = Sender("t", settings(stub, tmp_path))
+    with caplog.at_level(logging.WARNING, "spanlytics"):
+        sender.submit(Batch(b'[{"id": "bad"}]', 1, "/v1/ingest", "application/json; profile=\u2713"))
+        sender.submit(batch("later-1", "later-2"))
+        poll_until(lambda: stub.accepted_ids() == {"later-1": 1, "later-2": 1}, 10, "the next batch")
+    assert sender.stats()["dropped"] == {"failed": 1}
+    assert "UnicodeEncodeError" in caplog.text and "\u2713" not in caplog.text
+    started = time.monotonic()
+    sender.shutdown(10)
+    assert time.monotonic() - started < 2.0
+
+
+def test_the_worker_survives_an_error_outside_the_request(stub: IngestStub, tmp_path: Path) -> None:
+    sender = Sender("t", settings(stub, tmp_path))
+    sender.submit(Batch(b"[]", 3, None))  # type: ignore[arg-type]  # an encoder's bug: no path
+    sender.submit(batch("next"))
+    poll_until(lambda: stub.accepted_ids() == {"next": 1}, 10, "the batch after the broken one")
+    assert sender.stats()["dropped"] == {"failed": 3}
+    started = time.monotonic()
+    sender.shutdown(10)
+    assert time.monotonic() - started < 2.0
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("headers", (("Authorization", "Bearer t\u00f6k\u20acn-secret"),)),
+        ("headers", (("X-Key", "line\r\nInjected: yes"),)),
+        ("headers", (("Bad Name", "v"),)),
+        ("backoff_max_s", 1e300),
+        ("read_timeout_s", float("nan")),
+        ("connect_timeout_s", float("inf")),
+        ("pause_s", -1.0),
+        ("max_queue_batches", 0),
+    ],
+)
+def test_sender_settings_are_checked_when_built(field: str, value: object) -> None:
+    with pytest.raises(ValueError, match=r"invalid delivery settings for example\.test") as raised:
+        SenderSettings("https://user:pw@example.test/x", **{field: value})  # type: ignore[arg-type]
+    assert "secret" not in str(raised.value) and "pw" not in str(raised.value)

@@ -200,3 +200,94 @@ def test_capped_spool_long_outage_flat_memory_exact_drops(stub: IngestStub, tmp_
         f"\nspool {in_spool} records kept, {dropped['spool_full']} dropped; RSS MB {[r // 1024 for r in rss]}"
     )
     assert growth_mb < 8, rss
+
+
+# --- faults that used to kill a thread or lose batches silently (issue 12, items 11, 12, 14) ---
+
+
+def delivered_queries(stub: IngestStub) -> set[str]:
+    """The ``n=`` queries of the records that reached the stub (health checks left out)."""
+    return {q for q in queries_by_id(stub).values() if q.startswith("n=")}
+
+
+def stop_within(server: ServerProcess, limit_s: float) -> None:
+    started = time.monotonic()
+    server.stop()
+    assert time.monotonic() - started < limit_s, "shutdown waited on a dead thread"
+
+
+def test_absurd_numbers_in_the_environment_warn_and_every_thread_keeps_working(
+    stub: IngestStub, tmp_path: Path
+) -> None:
+    # 1e300 seconds used to be accepted: the exporter's worker died on its first timed wait
+    # (OverflowError), and the sender's on its first backoff; no record arrived after that.
+    absurd = {
+        "SPANLYTICS_FLUSH_INTERVAL": "1e300",
+        "SPANLYTICS_DELIVERY_BACKOFF_MAX": "1e300",
+        "SPANLYTICS_DELIVERY_TIMEOUT": "inf",
+        "SPANLYTICS_MAX_RESPONSE_WAIT": "nan",
+    }
+    stub.mode = ("status", 503)  # the first attempt fails: the sender has to back off
+    app = start_app(stub, tmp_path, **absurd)
+    try:
+        for i in range(5):
+            requests.get(f"{app.base_url}/items/{i}?n={i}", timeout=10).raise_for_status()
+        # no flush: only the background threads can deliver these
+        poll_until(stub.requests, 20, "a first delivery attempt from the worker")
+        stub.mode = ("ok",)
+        poll_until(lambda: len(delivered_queries(stub)) == 5, 30, "every record after the backoff")
+        stats = app_stats(app)
+    finally:
+        stop_within(app, 10)
+    assert stats["destinations"]["http"]["retries"] >= 1 and stats["destinations"]["http"]["dropped"] == {}
+    log = app.log()
+    for variable in absurd:
+        assert f"ignoring invalid {variable}" in log
+    assert "1e300" not in log and "1e+300" not in log and "OverflowError" not in log
+
+
+def test_a_header_value_that_is_not_latin_1_is_refused_at_start_and_delivery_goes_on(
+    stub: IngestStub, tmp_path: Path
+) -> None:
+    # http.client cannot encode it: the sender thread died on its first batch, which was
+    # neither sent, spooled nor counted, and shutdown waited 35 s for it.
+    secret = "Bearer t\u00f6k\u20acn-sekret-9"
+    app = start_app(stub, tmp_path, SPANLYTICS_HTTP_HEADERS=f"X-Tenant=acme,Authorization={secret}")
+    try:
+        for i in range(3):
+            requests.get(f"{app.base_url}/items/{i}?n={i}", timeout=10).raise_for_status()
+        poll_until(lambda: len(delivered_queries(stub)) == 3, 30, "the records, without a flush")
+        stats = app_stats(app)["destinations"]["http"]
+    finally:
+        stop_within(app, 10)
+    assert stats["dropped"] == {} and stats["records_sent"] >= 3
+    log = app.log()
+    assert "ignoring invalid SPANLYTICS_HTTP_HEADERS" in log and "header Authorization" in log
+    assert "sekret" not in log and secret not in log
+    assert all("Authorization" not in r.headers for r in stub.requests())  # the variable is unused
+
+
+@pytest.mark.parametrize("status", [301, 302, 307, 308])
+def test_a_redirecting_destination_is_a_configuration_error_not_a_delivery(
+    stub: IngestStub, tmp_path: Path, status: int
+) -> None:
+    # requests followed it: a 301/302 re-sent the POST as a GET without a body, the stub
+    # answered 200, and the batch was counted as sent.
+    stub.mode = ("redirect", status, f"http://user:pw-secret@127.0.0.1:{stub.port}/moved?token=tok-secret")
+    app = start_app(stub, tmp_path)
+    try:
+        for i in range(3):
+            requests.get(f"{app.base_url}/items/{i}?n={i}", timeout=10).raise_for_status()
+        redirected = app_stats(app)["destinations"]["http"]
+        stub.mode = ("ok",)  # the configuration is fixed on the receiving side: delivery goes on
+        requests.get(f"{app.base_url}/items/9?n=1000", timeout=10).raise_for_status()
+        poll_until(lambda: "n=1000" in delivered_queries(stub), 20, "the record after the redirects")
+    finally:
+        stop_within(app, 10)
+    assert redirected["records_sent"] == 0 and redirected["dropped"].get("redirected", 0) >= 3
+    assert delivered_queries(stub) == {"n=1000"}
+    assert not [r for r in stub.requests() if r.mode == "GET" or r.path.startswith("/moved")]
+    assert not list((tmp_path / "spool").rglob("*.batch"))  # never retried forever
+    log = app.log()
+    assert f"HTTP {status}, a redirect to 127.0.0.1:{stub.port}" in log and "final URL" in log
+    assert "pw-secret" not in log and "tok-secret" not in log

@@ -9,6 +9,12 @@ It knows HTTP and files, nothing of any wire format: a destination's encoder han
   and 5xx; ``Retry-After`` (seconds or an HTTP date) is honoured. Another 4xx drops that
   batch (logged once, with the status, never the payload). 401/403/404 (a bad key or client
   id) pause the destination for a while with a clear error instead of hammering it.
+* Redirects are never followed: ``requests`` would turn the POST into a GET without its
+  body, which a receiver answers with 200. A 3xx is a wrong URL in the configuration: the
+  batch is dropped and counted (``redirected``; it would never succeed) and an error names
+  the destination and the host it redirects to.
+* The worker survives anything: an exception while sending one batch (a header that cannot
+  be encoded, a bug) drops that batch, counted as ``failed``, logs its type and goes on.
 * The spool: one file per batch under a directory per destination, written atomically
   (temp file, fsync, rename), capped in bytes and age; the oldest go first, counted. A new
   process delivers what an earlier one left behind, even after ``kill -9``: files are
@@ -38,12 +44,14 @@ from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urljoin, urlsplit
 
 import requests
 
 from spanlytics.__about__ import VERSION
 from spanlytics._fork import reset_in_child
 from spanlytics._throttle import ThrottledLogger
+from spanlytics.config import header_problem
 from spanlytics.spool import Batch, Spool, _unlink, default_spool_dir
 
 __all__ = ["Batch", "Sender", "SenderSettings", "Spool", "default_spool_dir", "retry_after_s"]
@@ -53,6 +61,10 @@ _log = ThrottledLogger(_logger)
 
 RETRY_STATUSES = frozenset({408, 429})
 MAX_RETRY_AFTER_S = 600.0
+MAX_SECONDS = 365 * 24 * 3600.0
+"""Any duration setting beyond this is a mistake (and 1e300 s overflows every timed wait)."""
+RECOVERY_PAUSE_S = 1.0
+"""After an unexpected error the worker waits this long, so that a repeating one cannot spin."""
 
 
 @dataclass(frozen=True)
@@ -73,6 +85,37 @@ class SenderSettings:
     backoff_max_s: float = 30.0
     pause_statuses: frozenset[int] = frozenset({401, 403, 404})
     pause_s: float = 300.0
+
+    def __post_init__(self) -> None:
+        """Checked when the destination is built, so that no send can fail on them later."""
+        problems = [problem for name, value in self.headers if (problem := header_problem(name, value))]
+        for name in ("connect_timeout_s", "read_timeout_s", "spool_max_age_s", "backoff_initial_s"):
+            problems += _seconds_problem(name, getattr(self, name))
+        problems += _seconds_problem("backoff_max_s", self.backoff_max_s)
+        problems += _seconds_problem("pause_s", self.pause_s)
+        for name in ("max_queue_batches", "max_queue_bytes", "spool_max_bytes"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                problems.append(f"{name}: expected a whole number >= 1")
+        if problems:
+            raise ValueError(f"invalid delivery settings for {_host(self.base_url)}: {'; '.join(problems)}")
+
+
+def _seconds_problem(name: str, value: object) -> list[str]:
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value <= MAX_SECONDS:
+        return []  # a NaN fails the comparison too
+    return [f"{name}: expected a number of seconds > 0 and <= {MAX_SECONDS:g}"]
+
+
+def _host(url: str | None) -> str:
+    """The host (and port) of ``url``: never its user, password, path or query, which may
+    carry credentials."""
+    try:
+        parts = urlsplit(url or "")
+        host = parts.hostname or ""
+        return f"{host}:{parts.port}" if host and parts.port else host or "an unnamed host"
+    except ValueError:
+        return "an unparsable host"
 
 
 def retry_after_s(value: str | None, now: float | None = None) -> float | None:
@@ -125,6 +168,8 @@ class Sender:
             "batches_spooled": 0,
             "dropped_queue_full": 0,
             "dropped_rejected": 0,
+            "dropped_redirected": 0,
+            "dropped_failed": 0,
             "dropped_shutdown": 0,
         }
         self._reset()
@@ -140,6 +185,8 @@ class Sender:
         self._queue: deque[Batch] = deque()
         self._queued_bytes = 0
         self._inflight: Batch | None = None
+        self._inflight_claim: Path | None = None  # its spool file, when it came from the spool
+        self._attempt = 0
         self._thread: threading.Thread | None = None
         self._session: requests.Session | None = None
         self._stopping = False
@@ -213,57 +260,89 @@ class Sender:
         if hint and self.spool.enabled:
             claimed = self.spool.claim_oldest()
             if claimed is not None:
-                self._inflight = claimed[0]
+                self._inflight, self._inflight_claim = claimed
                 return claimed
             with self._cond:
                 self._spool_hint = False
         return None
 
     def _run(self) -> None:
-        attempt = 0
         while True:
-            with self._cond:
-                while not self._stopping and not self._queue and not self._spool_hint:
-                    # look at the spool now and then: another process may have left batches
-                    if not self._cond.wait(timeout=5.0):
-                        self._spool_hint = True
-                if self._stopping:
+            try:
+                if not self._step():
                     return
-                pause = self._paused_until - time.monotonic()
-                if pause > 0:
-                    self._cond.wait(timeout=pause)
-                    continue
-            item = self._next()
-            if item is None:
-                continue
-            batch, claimed = item
-            outcome, wait = self._send(batch)
-            self._inflight = None
-            if outcome in ("sent", "rejected"):
-                attempt = 0
-                self._failing = False
-                if claimed is not None:
-                    _unlink(claimed)
-                continue
-            # retry or pause: keep the batch (on disk when possible) and everything queued
-            self._failing = True
-            self._counters["retries"] += 1
+            except Exception as exc:  # the thread must outlive any one batch
+                self._recover(exc)
+
+    def _step(self) -> bool:
+        """Wait for a batch and deliver it once; False when the sender is stopping."""
+        with self._cond:
+            while not self._stopping and not self._queue and not self._spool_hint:
+                # look at the spool now and then: another process may have left batches
+                if not self._cond.wait(timeout=5.0):
+                    self._spool_hint = True
+            if self._stopping:
+                return False
+            pause = self._paused_until - time.monotonic()
+            if pause > 0:
+                self._cond.wait(timeout=pause)
+                return True
+        item = self._next()
+        if item is None:
+            return True
+        batch, claimed = item
+        outcome, wait = self._send(batch)
+        if outcome in ("sent", "rejected"):
+            self._attempt = 0
+            self._failing = False
             if claimed is not None:
-                self.spool.release(claimed)
-            elif not self._to_spool(batch):
-                with self._cond:
-                    self._queue.appendleft(batch)
-                    self._queued_bytes += len(batch.body)
-            self._spool_queue()
-            if outcome == "pause":
-                self._paused_until = time.monotonic() + self.settings.pause_s
-                continue
-            attempt += 1
-            cap = min(self.settings.backoff_max_s, self.settings.backoff_initial_s * 2 ** min(attempt, 30))
-            delay = wait if wait is not None else self._random.uniform(0, cap)  # full jitter
+                _unlink(claimed)
+            self._settled()
+            return True
+        # retry or pause: keep the batch (on disk when possible) and everything queued
+        self._failing = True
+        self._counters["retries"] += 1
+        if claimed is not None:
+            self.spool.release(claimed)
+        elif not self._to_spool(batch):
             with self._cond:
-                if not self._stopping:
-                    self._cond.wait(timeout=delay)
+                self._queue.appendleft(batch)
+                self._queued_bytes += len(batch.body)
+        self._settled()
+        self._spool_queue()
+        if outcome == "pause":
+            self._paused_until = time.monotonic() + self.settings.pause_s
+            return True
+        self._attempt += 1
+        cap = min(self.settings.backoff_max_s, self.settings.backoff_initial_s * 2 ** min(self._attempt, 30))
+        delay = wait if wait is not None else self._random.uniform(0, cap)  # full jitter
+        with self._cond:
+            if not self._stopping:
+                self._cond.wait(timeout=delay)
+        return True
+
+    def _settled(self) -> None:
+        """The batch in hand was sent, dropped or put back: it is no longer in flight."""
+        self._inflight = None
+        self._inflight_claim = None
+
+    def _recover(self, exc: Exception) -> None:
+        """An unexpected error in the worker: drop (and count) the batch in hand, go on."""
+        batch, claimed = self._inflight, self._inflight_claim
+        self._settled()
+        if batch is not None:
+            self._counters["dropped_failed"] += batch.records
+            if claimed is not None:
+                _unlink(claimed)
+        _log.failure(
+            f"worker.{self.name}",
+            f"spanlytics {self.name}: delivery worker error; the batch in hand is dropped, delivery goes on",
+            exc,
+        )
+        with self._cond:
+            self._cond.notify_all()
+            if not self._stopping:
+                self._cond.wait(timeout=RECOVERY_PAUSE_S)
 
     def _spool_queue(self) -> None:
         """While the destination fails, move queued batches to disk (bounded memory, crash-safe)."""
@@ -292,12 +371,14 @@ class Sender:
         if self.settings.gzip:
             headers["Content-Encoding"] = "gzip"
         timeout = (self.settings.connect_timeout_s, self.settings.read_timeout_s)
+        url = self.settings.base_url + batch.path
         try:
+            # Never follow a redirect: requests would re-send the POST as a GET without a body.
             response = self._session.post(
-                self.settings.base_url + batch.path, data=body, headers=headers, timeout=timeout
+                url, data=body, headers=headers, timeout=timeout, allow_redirects=False
             )
             response.close()
-        except requests.RequestException as exc:
+        except (requests.RequestException, OSError) as exc:  # the network: try again later
             _log.warning(
                 f"send.error.{self.name}",
                 "spanlytics %s: delivery failed (%s); will retry",
@@ -305,6 +386,14 @@ class Sender:
                 type(exc).__name__,
             )
             return "retry", None
+        except Exception as exc:  # not the network: this batch would fail the same way again
+            self._session.close()
+            self._session = None
+            self._counters["dropped_failed"] += batch.records
+            _log.failure(
+                f"send.failed.{self.name}", f"spanlytics {self.name}: could not send a batch; dropped", exc
+            )
+            return "rejected", None
         status = response.status_code
         if 200 <= status < 300:
             self._counters["batches_sent"] += 1
@@ -321,6 +410,20 @@ class Sender:
                 self._counters["dropped_rejected"] += batch.records
             if outcome is not None:
                 return outcome, None
+        if 300 <= status < 400:
+            self._counters["dropped_redirected"] += batch.records
+            location = response.headers.get("Location")
+            _log.error(
+                f"send.redirect.{self.name}.{status}",
+                "spanlytics %s: %s answered HTTP %d, a redirect to %s; deliveries never follow "
+                "redirects (the POST would arrive as a GET without its body): configure the "
+                "final URL. Batch dropped.",
+                self.name,
+                _host(self.settings.base_url),
+                status,
+                _host(urljoin(url, location)) if location else "no Location",
+            )
+            return "rejected", None
         if status in RETRY_STATUSES or status >= 500:
             _log.warning(f"send.status.{self.name}", "spanlytics %s: HTTP %d; will retry", self.name, status)
             return "retry", retry_after_s(response.headers.get("Retry-After"))
@@ -351,7 +454,7 @@ class Sender:
         deadline = time.monotonic() + timeout_s
         with self._cond:
             self._cond.notify_all()
-            while (self._queue or self._inflight is not None) and not self._failing:
+            while (self._queue or self._inflight is not None) and not self._failing and self._working():
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
@@ -360,6 +463,11 @@ class Sender:
         if not done:
             self._spool_queue()
         return done
+
+    def _working(self) -> bool:
+        """The worker is alive (or not started yet): a dead thread's queue never empties."""
+        thread = self._thread
+        return thread is None or thread.is_alive()
 
     def shutdown(self, timeout_s: float = 10.0) -> None:
         """Deliver what is queued within ``timeout_s``; spool the rest; stop the worker."""

@@ -7,6 +7,10 @@ Modes (``stub.mode = ...``, switchable at any time):
 * ``("hang", seconds)``: accepted (a slow but working server), then no answer for
   ``seconds``: the client times out, so its response is lost;
 * ``("reset",)``: the body is read, not accepted, the connection is reset;
+* ``("redirect", code, location)``: that 3xx status with ``Location: location``, not
+  accepted; paths under ``/moved`` are still answered as ``("ok",)``, so a client that
+  follows the redirect gets a 200 there. A GET (what a followed 301/302 becomes) is
+  recorded with the mode ``"GET"`` and answered 200, never accepted;
 * ``stub.down()`` / ``stub.up()``: stop / resume listening on the same port.
 
 ``accepted_ids()`` parses accepted JSON arrays (objects with an ``id``, or ReadMe's
@@ -72,6 +76,8 @@ class IngestStub:
                 raw = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 body = gzip.decompress(raw) if self.headers.get("Content-Encoding") == "gzip" else raw
                 mode = stub.mode
+                if mode[0] == "redirect" and self.path.startswith("/moved"):
+                    mode = ("ok",)
                 accepted = mode[0] in ("ok", "hang")
                 with stub._lock:
                     stub.received.append(Received(self.path, dict(self.headers), body, mode[0], accepted))
@@ -85,6 +91,16 @@ class IngestStub:
                 self.send_response(status)
                 if mode[0] == "status" and len(mode) > 2 and mode[2] is not None:
                     self.send_header("Retry-After", str(mode[2]))
+                if mode[0] == "redirect":
+                    self.send_header("Location", str(mode[2]))
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"{}")
+
+            def do_GET(self) -> None:
+                with stub._lock:
+                    stub.received.append(Received(self.path, dict(self.headers), b"", "GET", False))
+                self.send_response(200)
                 self.send_header("Content-Length", "2")
                 self.end_headers()
                 self.wfile.write(b"{}")
