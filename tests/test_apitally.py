@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import subprocess
+import time
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -493,3 +494,33 @@ def test_a_thousand_requests_per_second_are_all_counted(hub: ApitallyHub, tmp_pa
     assert completed <= counted <= completed + connections, (completed, counted)
     logged = sum(1 for i in hub.log_items() if i["request"].get("path") == "/orders/{order_id}")
     assert logged == counted
+
+
+def test_an_absurd_sync_interval_is_refused_and_the_timer_keeps_syncing(
+    hub: ApitallyHub, tmp_path: Path
+) -> None:
+    # 1e300 s used to be accepted: the timer announced, then died on its first wait
+    # (OverflowError), and no sync left the process until it shut down.
+    port = free_port()
+    env = hub_env(hub, tmp_path, SPANLYTICS_APITALLY_SYNC_INTERVAL="1e300")
+    argv = uvicorn_argv("examples.fastapi_service.main:app", port)
+    server = start_server(argv, port=port, log_dir=tmp_path, env=env)
+    try:
+        for _ in range(3):  # without an API key: 401, counted all the same
+            assert requests.get(f"{server.base_url}/items", timeout=10).status_code == 401
+        # the client's own timing (10 s in the first hour); no flush, only the timer syncs
+        poll_until(lambda: sum(hub.request_counts().values()) == 3, 30, "a sync from the timer")
+    finally:
+        started = time.monotonic()
+        server.stop()
+        assert time.monotonic() - started < 10
+    assert (
+        "ignoring invalid SPANLYTICS_APITALLY_SYNC_INTERVAL" in server.log() and "1e300" not in server.log()
+    )
+
+
+def test_options_refuse_an_interval_the_timer_cannot_wait(hub: ApitallyHub, tmp_path: Path) -> None:
+    for interval in (1e300, float("inf"), float("nan"), 0.0, -5.0):
+        with pytest.raises(ValueError, match="sync_interval_s"):
+            ApitallyOptions(sync_interval_s=interval)
+    assert ApitallyOptions(sync_interval_s=2.5).sync_interval_s == 2.5

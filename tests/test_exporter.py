@@ -194,3 +194,40 @@ def test_records_are_built_in_slices_and_handed_on_in_batches(tmp_path: Path) ->
     assert len(destination.batches) <= 3  # 5 slices in at most 2 full batches and the rest
     assert exporter.stats()["pending"] == 0 and exporter.stats()["queued"] == 0
     exporter.shutdown()
+
+
+class UnreadableSpan(ReadableSpan):
+    """A finished server span the worker cannot read (a broken SDK, another processor's bug)."""
+
+    @property
+    def context(self) -> Any:
+        raise RuntimeError("unreadable span holding tok-secret-123")
+
+
+def test_the_worker_survives_a_span_it_cannot_process(caplog: Any) -> None:
+    import time
+
+    from tests.support.servers import poll_until
+
+    destination = ListDestination()
+    exporter = spanlytics.SpanlyticsExporter(destinations=[destination], flush_interval_s=0.05)
+    provider = TracerProvider()
+    memory = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    tracer = provider.get_tracer("t")
+    for i in range(3):
+        with tracer.start_as_current_span(
+            f"GET /{i}", kind=SpanKind.SERVER, attributes={"http.method": "GET", "http.target": f"/{i}"}
+        ):
+            pass
+    good = list(memory.get_finished_spans())
+    exporter.export([UnreadableSpan("GET /bad", kind=SpanKind.SERVER), good[0]])
+    poll_until(lambda: exporter.stats()["failed"] == 1, 10, "the bad span to be counted")
+    exporter.export(good[1:])  # later spans: only the worker (no flush) can hand them on
+    poll_until(lambda: len(destination.records) == 3, 10, "the records after the bad span")
+    assert [r.path for r in destination.records] == ["/0", "/1", "/2"]
+    assert "could not process a span" in caplog.text and "tok-secret-123" not in caplog.text
+    started = time.monotonic()
+    exporter.shutdown()
+    assert time.monotonic() - started < 2.0
+    assert exporter.stats()["failed"] == 1 and exporter.stats()["records_exported"] == 3

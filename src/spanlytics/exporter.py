@@ -127,6 +127,9 @@ YIELD_AFTER_S = 0.002
 coming back from I/O waits at most this long for it, not the interpreter's switch interval
 (5 ms)."""
 
+RECOVERY_PAUSE_S = 1.0
+"""After an unexpected error the worker waits this long, so that a repeating one cannot spin."""
+
 CATCH_UP_AT = 256
 """Queued spans beyond which the worker stops offering the GIL until it has caught up: a
 worker that always yields to a busy app gets one slice per switch interval and falls ever
@@ -243,11 +246,15 @@ class SpanlyticsExporter(SpanExporter):
 
     def _run(self) -> None:
         while not self._stopped:
-            self._wake.wait(self.settings.flush_interval_s)
-            self._wake.clear()
-            if self._stopped:
-                break
-            self._drain(final=False)
+            try:
+                self._wake.wait(self.settings.flush_interval_s)
+                self._wake.clear()
+                if self._stopped:
+                    break
+                self._drain(final=False)
+            except Exception as exc:  # the thread must outlive any one batch
+                _log.failure("worker", "spanlytics worker error; its batch is dropped and counted", exc)
+                self._wake.wait(RECOVERY_PAUSE_S)
 
     def _drain(self, final: bool, flush: bool = False) -> None:
         """Build, mask and hand on everything queued.
@@ -264,7 +271,12 @@ class SpanlyticsExporter(SpanExporter):
             while True:
                 batch = self._pop_batch()
                 for span, cap in batch:
-                    record = self._process(span, cap, final)
+                    try:
+                        record = self._process(span, cap, final)
+                    except Exception as exc:  # one bad span costs itself, not the batch
+                        self._counters["failed"] += 1
+                        _log.failure("record.process", "could not process a span; request skipped", exc)
+                        continue
                     if record is not None:
                         if not pending:
                             self._pending_since = clock()

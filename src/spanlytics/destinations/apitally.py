@@ -52,6 +52,7 @@ from spanlytics._fork import reset_in_child
 from spanlytics._json import dumps
 from spanlytics._throttle import ThrottledLogger
 from spanlytics.capture import routes
+from spanlytics.config import numeric_problem
 from spanlytics.delivery import Sender, SenderSettings, retry_after_s
 from spanlytics.spool import Batch
 
@@ -96,6 +97,13 @@ class ApitallyOptions:
     log_exception: bool = True
     trust_forwarded: bool = False
     sync_interval_s: float | None = None  # None: 10 s during the first hour, then 60 s
+
+    def __post_init__(self) -> None:
+        """The timer waits ``sync_interval_s``: NaN, inf or 1e300 would stop it (OverflowError)."""
+        if self.sync_interval_s is not None:
+            problem = numeric_problem("apitally_sync_interval_s", self.sync_interval_s)
+            if problem is not None:
+                raise ValueError(f"invalid ApitallyOptions.sync_interval_s: {problem}")
 
 
 # --- what the client computes, field by field --------------------------------------------
@@ -644,9 +652,21 @@ class ApitallyDestination:
         stop = self._stop
         if stop.wait(1.0):  # the client announces at once; a second lets the app add its routes
             return
-        with self._lock:
-            self._announce()
-        while not stop.wait(self.sync_interval_s()):
+        try:
+            with self._lock:
+                self._announce()
+        except Exception as exc:  # _sync announces again
+            _log.failure("announce", "spanlytics apitally: startup message failed", exc)
+        while True:
+            try:  # the timer must outlive any one sync; _sync logs its own errors
+                if stop.wait(self.sync_interval_s()):
+                    return
+            except Exception as exc:
+                _log.failure(
+                    "timer", "spanlytics apitally: sync timer error; using the default interval", exc
+                )
+                if stop.wait(SYNC_INTERVAL_S):
+                    return
             self._sync(always=True)
 
     def _payload(self, data: dict[str, Any]) -> bytes:
