@@ -40,18 +40,17 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urljoin
 
 import requests
 
 from spanlytics.__about__ import VERSION
 from spanlytics._fork import reset_in_child
 from spanlytics._throttle import ThrottledLogger
-from spanlytics.config import header_problem
+from spanlytics.sender_settings import SenderSettings, host_of
 from spanlytics.spool import Batch, Spool, _unlink, default_spool_dir
 
 __all__ = ["Batch", "Sender", "SenderSettings", "Spool", "default_spool_dir", "retry_after_s"]
@@ -61,61 +60,8 @@ _log = ThrottledLogger(_logger)
 
 RETRY_STATUSES = frozenset({408, 429})
 MAX_RETRY_AFTER_S = 600.0
-MAX_SECONDS = 365 * 24 * 3600.0
-"""Any duration setting beyond this is a mistake (and 1e300 s overflows every timed wait)."""
 RECOVERY_PAUSE_S = 1.0
 """After an unexpected error the worker waits this long, so that a repeating one cannot spin."""
-
-
-@dataclass(frozen=True)
-class SenderSettings:
-    """Transport settings of one destination. ``headers`` (auth) are never written to disk."""
-
-    base_url: str
-    headers: tuple[tuple[str, str], ...] = ()
-    gzip: bool = False
-    connect_timeout_s: float = 3.0
-    read_timeout_s: float = 10.0
-    max_queue_batches: int = 64
-    max_queue_bytes: int = 32 * 1024 * 1024
-    spool_dir: str | None = None
-    spool_max_bytes: int = 100 * 1024 * 1024
-    spool_max_age_s: float = 24 * 3600.0
-    backoff_initial_s: float = 0.5
-    backoff_max_s: float = 30.0
-    pause_statuses: frozenset[int] = frozenset({401, 403, 404})
-    pause_s: float = 300.0
-
-    def __post_init__(self) -> None:
-        """Checked when the destination is built, so that no send can fail on them later."""
-        problems = [problem for name, value in self.headers if (problem := header_problem(name, value))]
-        for name in ("connect_timeout_s", "read_timeout_s", "spool_max_age_s", "backoff_initial_s"):
-            problems += _seconds_problem(name, getattr(self, name))
-        problems += _seconds_problem("backoff_max_s", self.backoff_max_s)
-        problems += _seconds_problem("pause_s", self.pause_s)
-        for name in ("max_queue_batches", "max_queue_bytes", "spool_max_bytes"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                problems.append(f"{name}: expected a whole number >= 1")
-        if problems:
-            raise ValueError(f"invalid delivery settings for {_host(self.base_url)}: {'; '.join(problems)}")
-
-
-def _seconds_problem(name: str, value: object) -> list[str]:
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value <= MAX_SECONDS:
-        return []  # a NaN fails the comparison too
-    return [f"{name}: expected a number of seconds > 0 and <= {MAX_SECONDS:g}"]
-
-
-def _host(url: str | None) -> str:
-    """The host (and port) of ``url``: never its user, password, path or query, which may
-    carry credentials."""
-    try:
-        parts = urlsplit(url or "")
-        host = parts.hostname or ""
-        return f"{host}:{parts.port}" if host and parts.port else host or "an unnamed host"
-    except ValueError:
-        return "an unparsable host"
 
 
 def retry_after_s(value: str | None, now: float | None = None) -> float | None:
@@ -419,9 +365,9 @@ class Sender:
                 "redirects (the POST would arrive as a GET without its body): configure the "
                 "final URL. Batch dropped.",
                 self.name,
-                _host(self.settings.base_url),
+                host_of(self.settings.base_url),
                 status,
-                _host(urljoin(url, location)) if location else "no Location",
+                host_of(urljoin(url, location)) if location else "no Location",
             )
             return "rejected", None
         if status in RETRY_STATUSES or status >= 500:
