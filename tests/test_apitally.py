@@ -524,3 +524,22 @@ def test_options_refuse_an_interval_the_timer_cannot_wait(hub: ApitallyHub, tmp_
         with pytest.raises(ValueError, match="sync_interval_s"):
             ApitallyOptions(sync_interval_s=interval)
     assert ApitallyOptions(sync_interval_s=2.5).sync_interval_s == 2.5
+
+
+def test_a_hub_that_redirects_is_not_followed(
+    hub: ApitallyHub, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The hub's redirect would turn the POST into a GET without its body (301/302) or send
+    # the counts somewhere nobody configured (307/308): never followed, counted, named.
+    hub.answers["sync"] = (308, {"Location": "https://user:pw-secret@hub.elsewhere.test/v2/x?k=tok-secret"})
+    dest = destination(hub, tmp_path)
+    dest.export([record()] * 4)
+    dest.force_flush(10)
+    assert dest.sender.stats()["dropped"] == {"redirected": 4}
+    assert "spanlytics apitally:" in caplog.text and "a redirect to hub.elsewhere.test" in caplog.text
+    assert "pw-secret" not in caplog.text and "tok-secret" not in caplog.text
+    del hub.answers["sync"]
+    dest.export([record()] * 2)
+    dest.force_flush(10)
+    assert sum(hub.request_counts().values()) == 2  # the next sync goes through
+    dest.shutdown(5)
