@@ -61,14 +61,15 @@ def _deferred_headers(raw: Any) -> Callable[[], tuple[tuple[str, str], ...]]:
 
 
 def _declared_size(raw: Any) -> int | None:
-    for name, value in _readable(raw):
-        if bytes(name).lower() == b"content-length":
+    for name, value in raw:
+        # len() first: most names are not 14 bytes long, and it copies nothing
+        if len(name) == 14 and bytes(name).lower() == b"content-length":
             return int(value) if bytes(value).isdigit() else None
     return None
 
 
 def new_capture(scope: Scope, options: CaptureOptions) -> Capture:
-    raw_headers = scope.get("headers")
+    raw_headers = _readable(scope.get("headers"))
     client = scope.get("client")
     path = scope.get("raw_path")
     return Capture(
@@ -76,7 +77,7 @@ def new_capture(scope: Scope, options: CaptureOptions) -> Capture:
         path=bytes(path).decode("latin-1").split("?", 1)[0] if path else quote(str(scope.get("path", "/"))),
         query=bytes(scope.get("query_string") or b"").decode("latin-1"),
         scheme=str(scope.get("scheme", "http")),
-        request_headers=_deferred_headers(raw_headers),
+        request_headers=partial(_decode_headers, list(raw_headers)),
         bodies=options.capture_bodies,
         limit=options.max_body_bytes,
         declared_request_size=_declared_size(raw_headers),
