@@ -332,3 +332,21 @@ def test_sender_settings_are_checked_when_built(field: str, value: object) -> No
     with pytest.raises(ValueError, match=r"invalid delivery settings for example\.test") as raised:
         SenderSettings("https://user:pw@example.test/x", **{field: value})  # type: ignore[arg-type]
     assert "secret" not in str(raised.value) and "pw" not in str(raised.value)
+
+
+@pytest.mark.parametrize("header", [b"not json", b"[1, 2]", b'{"records": 1}'])
+def test_an_unreadable_spool_file_is_dropped_and_the_next_one_delivered(
+    stub: IngestStub, tmp_path: Path, header: bytes
+) -> None:
+    sender = Sender("t", settings(stub, tmp_path))
+    sender.spool.write(batch("good"))
+    sender.spool.directory.joinpath(f"{1:020d}-1-corrupt.batch").write_bytes(
+        len(header).to_bytes(4, "big") + header + b"[]"
+    )
+    sender.submit(batch("fresh"))
+    poll_until(
+        lambda: set(stub.accepted_ids()) == {"good", "fresh"} and not list(sender.spool.directory.iterdir()),
+        10,
+        "the readable batches delivered, the corrupt file gone (not retried forever)",
+    )
+    sender.shutdown(1)

@@ -196,7 +196,7 @@ class Spool:
                 )
             except FileNotFoundError:
                 continue
-            except (OSError, ValueError, KeyError) as exc:
+            except (OSError, ValueError, KeyError, TypeError) as exc:  # TypeError: a header not an object
                 _log.warning("spool.corrupt", "dropping an unreadable spool file (%s)", type(exc).__name__)
                 _unlink(claimed)
                 continue
