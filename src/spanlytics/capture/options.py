@@ -30,6 +30,10 @@ class CaptureOptions:
     max_body_bytes: int = 64 * 1024
     identify_consumer: IdentifyConsumer | None = None
     exclusions: Exclusions = field(default_factory=Exclusions.default)
+    internal_spans: bool | None = None
+    """Keep the ASGI middleware's ``receive``/``send`` spans where spanlytics applies or
+    tunes the instrumentation: ``None`` keeps them unless spanlytics is the only span
+    processor (see :func:`spanlytics.capture.install.keep_internal_spans`)."""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> CaptureOptions:
@@ -39,6 +43,7 @@ class CaptureOptions:
             max_body_bytes=settings.max_body_bytes,
             identify_consumer=settings.identify_callback(),
             exclusions=settings.exclusions(),
+            internal_spans=settings.asgi_internal_spans,
         )
 
 
