@@ -374,6 +374,15 @@ def test_every_block_has_a_known_language_and_a_way_to_run() -> None:
     assert {b.framework for b in BLOCKS} >= {"FastAPI", "Flask"}
 
 
+def test_every_spanlytics_name_the_readme_calls_is_public() -> None:
+    import spanlytics
+
+    called = set(re.findall(r"\bspanlytics\.([A-Za-z_]\w*)\(", README.read_text()))
+    assert {"configure", "instrument_app", "SpanlyticsSampler"} <= called
+    assert sorted(name for name in called if not hasattr(spanlytics, name)) == []
+    assert called <= set(spanlytics.__all__)
+
+
 @pytest.mark.parametrize("block", RUNNABLE, ids=[b.id for b in RUNNABLE])
 def test_block_runs_as_written(block: Block, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     if block.lang == "bash":

@@ -23,6 +23,7 @@ from spanlytics.exporter import SpanlyticsExporter
 from spanlytics.masking import KEEP, Masker, MaskingRules
 from spanlytics.processor import SpanlyticsProcessor
 from spanlytics.record import RequestRecord
+from spanlytics.sampling import SpanlyticsSampler
 
 __version__ = VERSION
 
@@ -45,6 +46,7 @@ __all__ = [
     "Settings",
     "SpanlyticsExporter",
     "SpanlyticsProcessor",
+    "SpanlyticsSampler",
     "WSGICaptureMiddleware",
     "__version__",
     "configure",
