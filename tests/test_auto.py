@@ -5,7 +5,10 @@ from __future__ import annotations
 import base64
 import json
 import math
+import os
 import re
+import subprocess
+import sys
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -382,3 +385,18 @@ def test_zero_code_asgi_internal_spans_off_by_env(tmp_path: Path) -> None:
         names = [s["name"] for s in receiver.spans if "healthz" not in s["name"]]
     assert names == ["GET /items/{item_id}"] * 3
     assert len(list(iter_records(db))) == 3
+
+
+def test_no_warning_for_an_app_that_sets_spanlytics_up_itself(monkeypatch: pytest.MonkeyPatch) -> None:
+    """spanlytics not listed as an exporter: the app imports it later and configure()s it
+    itself, which records whatever the aborted auto-initialisation left undone."""
+    for name in ("OTEL_METRICS_EXPORTER", "OTEL_LOGS_EXPORTER", "OTEL_EXPORTER_OTLP_PROTOCOL"):
+        monkeypatch.delenv(name, raising=False)
+    env = {**os.environ, "OTEL_TRACES_EXPORTER": "console"}
+    script = "import spanlytics; print('imported')"
+    done = subprocess.run(
+        [*INSTRUMENT, sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.stdout.strip() == "imported", done.stderr
+    assert "Failed to auto initialize" in done.stderr  # the aborted set-up is the case at hand
+    assert WARNING_START not in done.stderr

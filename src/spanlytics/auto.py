@@ -209,12 +209,18 @@ def warn_if_zero_code_set_up_aborts() -> None:
     ``opentelemetry-instrument`` imports the traces exporters (ours among them) before the
     metrics and logs ones; when one of those has no entry point, the configurator raises,
     auto-initialisation stops before any instrumentor or post-instrument hook runs, and
-    nothing is recorded. Called when spanlytics is imported during such a run.
+    nothing is recorded. Called when spanlytics is imported during such a run; only when
+    ``OTEL_TRACES_EXPORTER`` lists spanlytics, because then that import is the configurator
+    loading our exporter (an app importing spanlytics later to call ``configure()`` itself
+    would record whatever the configurator did).
     """
     global _checked_exporters
     if _checked_exporters:
         return
     _checked_exporters = True
+    traces = os.environ.get("OTEL_TRACES_EXPORTER", "")
+    if "spanlytics" not in (name.strip().lower() for name in traces.split(",")):
+        return
     try:
         if not _sdk_configurator_runs():
             return
