@@ -400,3 +400,27 @@ def test_no_warning_for_an_app_that_sets_spanlytics_up_itself(monkeypatch: pytes
     assert done.stdout.strip() == "imported", done.stderr
     assert "Failed to auto initialize" in done.stderr  # the aborted set-up is the case at hand
     assert WARNING_START not in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("exporters", "distro", "kept"),
+    [
+        ("spanlytics", "with-distro", False),  # nothing but spanlytics would see them
+        ("spanlytics", "without-distro", False),
+        ("otlp_proto_http,spanlytics", "with-distro", True),  # the OTLP side gets its defaults
+    ],
+)
+def test_zero_code_keeps_internal_spans_unless_spanlytics_is_alone(
+    exporters: str, distro: str, kept: bool, tmp_path: Path
+) -> None:
+    port = free_port()
+    env = zero_code_env(tmp_path / "store.db", exporters)
+    if distro == "without-distro":
+        env.update(NO_DISTRO)
+    argv = uvicorn_argv("tests.support.internal_spans_app:app", port)
+    server = start_server([*INSTRUMENT, *argv], port=port, log_dir=tmp_path, env=env)
+    try:
+        flags = requests.get(f"{server.base_url}/internal-spans", timeout=5).json()
+    finally:
+        server.stop()
+    assert flags == {"receive": kept, "send": kept}

@@ -260,6 +260,11 @@ LEAN_CASES = {
         True,
     ),
     "shared-default": ({"PARITY_USER_EXPORTER": "memory"}, False),
+    # the choice is made at the first request: an exporter added at lifespan start counts
+    "shared-added-at-lifespan-start": (
+        {"PARITY_USER_EXPORTER": "memory", "PARITY_MEMORY_ADDED_LATE": "true"},
+        False,
+    ),
 }
 
 

@@ -39,6 +39,7 @@ from spanlytics.capture.options import (
     CaptureOptions,
     defer_until_first_request,
     process_options,
+    run_deferred_setup,
     set_process_options,
 )
 from spanlytics.capture.routes import register_app
@@ -87,12 +88,16 @@ class SpanlyticsInstrumentor(BaseInstrumentor):  # type: ignore[misc]
 
                 async def app(scope: Any, receive: Any, send: Any) -> None:
                     if self.middleware_stack is None and not getattr(self, OTEL_APPLIED_MARK, False):
-                        # built here, as Starlette would, once the (maybe deferred) set-up
-                        # has attached spanlytics: the internal-spans choice needs to know
-                        # which processors the provider has
+                        # built here, as Starlette would, to make the internal-spans choice
+                        # for the instrumentation the zero-code run applied: at the first
+                        # request, once a deferred set-up has attached spanlytics
                         stack = self.build_middleware_stack()
-                        apply_internal_spans_choice(stack, process_options().internal_spans)
                         self.middleware_stack = stack
+                        defer_until_first_request(
+                            lambda: apply_internal_spans_choice(stack, process_options().internal_spans)
+                        )
+                        if scope.get("type") == "http":  # the capture already ran earlier set-ups
+                            run_deferred_setup()
                     await original_asgi(self, scope, receive, send)
 
                 await capture_asgi(app, scope, receive, send)

@@ -7,6 +7,8 @@ Environment:
   ``instrument_app()``, which applies the instrumentors); otherwise the app is instrumented
   with the standard instrumentors' defaults, as a user without spanlytics would.
 * ``PARITY_INTERNAL_SPANS``: ``true``/``false`` passed as ``instrument_app(internal_spans=...)``.
+* ``PARITY_MEMORY_ADDED_LATE``: ``true`` adds the in-memory exporter in the FastAPI app's
+  lifespan start-up, after spanlytics is set up and after the middleware stack is built.
 
 ``GET /spans`` (excluded from tracing through ``OTEL_PYTHON_EXCLUDED_URLS``) returns the
 user exporter's finished spans and how many span ids the provider generated: one per span
@@ -15,8 +17,10 @@ started, which counts the spans made even when no exporter of the user's sees th
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
+from collections.abc import AsyncIterator
 from typing import Any
 
 import flask
@@ -47,7 +51,7 @@ ids = CountingIdGenerator()
 provider = TracerProvider(id_generator=ids)
 memory = InMemorySpanExporter()
 user_exporter = os.environ.get("PARITY_USER_EXPORTER", "memory")
-if user_exporter == "memory":
+if user_exporter == "memory" and os.environ.get("PARITY_MEMORY_ADDED_LATE") != "true":
     provider.add_span_processor(SimpleSpanProcessor(memory))
 elif user_exporter == "otlp":
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
@@ -63,7 +67,14 @@ def spans_seen() -> dict[str, Any]:
     }
 
 
-fastapi_app = FastAPI()
+@contextlib.asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    if user_exporter == "memory" and os.environ.get("PARITY_MEMORY_ADDED_LATE") == "true":
+        provider.add_span_processor(SimpleSpanProcessor(memory))
+    yield
+
+
+fastapi_app = FastAPI(lifespan=lifespan)
 
 
 @fastapi_app.get("/healthz")

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any, Literal, TypeVar
 
 from spanlytics.capture.asgi import ASGIApp, ASGICaptureMiddleware
-from spanlytics.capture.options import CaptureOptions, process_options
+from spanlytics.capture.options import CaptureOptions, defer_until_first_request, process_options
 from spanlytics.capture.routes import register_app
 from spanlytics.capture.wsgi import WSGICaptureMiddleware
 
@@ -50,9 +50,10 @@ def keep_internal_spans(requested: bool | None) -> bool:
 def apply_internal_spans_choice(stack: object, requested: bool | None) -> None:
     """Leave out the internal spans of the OTel ASGI middleware in ``stack`` unless kept.
 
-    Called when the app builds its middleware stack (its first request), so the choice sees
-    every span processor the app added after ``configure()``. The middleware reads its
-    ``exclude_*`` flags on each request; they are what its ``exclude_spans`` argument sets.
+    Run at the app's first request (see :func:`defer_until_first_request`), so the choice
+    sees every span processor set up by then, also after ``configure()``, in a lifespan
+    handler or by the zero-code hook. The middleware reads its ``exclude_*`` flags on each
+    request; they are what its ``exclude_spans`` argument sets.
     """
     if keep_internal_spans(requested):
         return
@@ -135,10 +136,14 @@ def instrument_app(
             if generic is not None:
                 stack = generic(stack)
             if applied_otel:
-                requested = internal_spans
-                if requested is None:
-                    requested = (options or process_options()).internal_spans
-                apply_internal_spans_choice(stack, requested)
+
+                def choose() -> None:
+                    requested = internal_spans
+                    if requested is None:
+                        requested = (options or process_options()).internal_spans
+                    apply_internal_spans_choice(stack, requested)
+
+                defer_until_first_request(choose)
             return ASGICaptureMiddleware(stack, options)
 
         target.build_middleware_stack = build_middleware_stack
