@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Callable
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 from spanlytics.capture.asgi import ASGIApp, ASGICaptureMiddleware
 from spanlytics.capture.options import CaptureOptions, defer_until_first_request, process_options
@@ -17,9 +17,6 @@ _logger = logging.getLogger("spanlytics.capture")
 App = TypeVar("App")
 _MARK = "_spanlytics_capture_installed"
 
-
-INTERNAL_SPANS: tuple[Literal["receive", "send"], ...] = ("receive", "send")
-"""The ASGI middleware's internal spans (one per body message); capture does not need them."""
 
 OTEL_APPLIED_MARK = "_spanlytics_applied_otel"
 """Set on an app whose OTel instrumentation ``instrument_app`` applied (and so tunes)."""
@@ -75,7 +72,7 @@ def _otel_instrument_asgi(app: Any) -> Callable[[ASGIApp], ASGIApp] | None:
     function to wrap the middleware stack with the generic ASGI middleware (which sets no
     ``http.route``; the capture supplies the route from Starlette's routing then). Either
     way with the instrumentor's defaults: :func:`apply_internal_spans_choice` decides on the
-    internal spans when the stack is built.
+    internal spans at the first request.
     """
     # An app can only be a FastAPI app once fastapi is imported: importing it here would
     # cost a Starlette app about 15 MB and 150 ms (pydantic) for nothing.
