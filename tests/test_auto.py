@@ -5,7 +5,10 @@ from __future__ import annotations
 import base64
 import json
 import math
+import os
 import re
+import subprocess
+import sys
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -315,3 +318,109 @@ def test_instrumentor_patches_and_uninstrument_restores(tmp_path: Path) -> None:
     assert sorted(b["username"] for b in bodies) == ["a", "b"]
     assert all(b["password"] == "[masked]" for b in bodies)
     provider.shutdown()
+
+
+# -- opentelemetry-distro's default exporters (issue 12, item 16) -----------------------------
+
+WARNING_START = "spanlytics records nothing: OpenTelemetry's auto-initialisation will stop"
+
+
+@pytest.mark.parametrize("command", ["distro-defaults", "documented"])
+def test_missing_distro_default_exporters_are_named_in_one_line(
+    command: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from opentelemetry.util._importlib_metadata import entry_points
+
+    # the case at hand: the distro's default (otlp over gRPC) has no exporter installed here
+    assert not tuple(entry_points(group="opentelemetry_metrics_exporter", name="otlp_proto_grpc"))
+    for name in ("OTEL_METRICS_EXPORTER", "OTEL_LOGS_EXPORTER", "OTEL_EXPORTER_OTLP_PROTOCOL"):
+        monkeypatch.delenv(name, raising=False)
+    db = tmp_path / "store.db"
+    env = {"OTEL_TRACES_EXPORTER": "spanlytics", "SPANLYTICS_LOCAL_PATH": str(db)}
+    if command == "documented":
+        env.update(OTEL_METRICS_EXPORTER="none", OTEL_LOGS_EXPORTER="none")
+    port = free_port()
+    server = start_server(
+        [*INSTRUMENT, *PLAIN["fastapi-uvicorn"](port)], port=port, log_dir=tmp_path, env=env
+    )
+    try:
+        assert requests.get(f"{server.base_url}/items/1", timeout=5).ok
+    finally:
+        server.stop()
+    warnings = [line for line in server.log().splitlines() if line.startswith(WARNING_START)]
+    if command == "distro-defaults":
+        assert len(warnings) == 1, server.log()
+        (line,) = warnings
+        assert "OTEL_METRICS_EXPORTER=otlp needs exporter 'otlp_proto_grpc'" in line
+        assert "OTEL_LOGS_EXPORTER=otlp needs exporter 'otlp_proto_grpc'" in line
+        assert "Set OTEL_METRICS_EXPORTER=none OTEL_LOGS_EXPORTER=none" in line
+        assert not db.exists()  # what the line warns about: nothing recorded
+    else:
+        assert warnings == [], server.log()
+        (record,) = list(iter_records(db))
+        assert record.route == "/items/{item_id}"
+
+
+def test_zero_code_asgi_internal_spans_off_by_env(tmp_path: Path) -> None:
+    """SPANLYTICS_ASGI_INTERNAL_SPANS=false also applies to the instrumentation a zero-code
+    run applies (by default the OTLP side gets every span: see the parity test above)."""
+    db = tmp_path / "store.db"
+    with otlp_receiver() as (receiver, endpoint):
+        port = free_port()
+        env = zero_code_env(
+            db,
+            "otlp_proto_http,spanlytics",
+            OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=endpoint,
+            SPANLYTICS_ASGI_INTERNAL_SPANS="false",
+        )
+        server = start_server(
+            [*INSTRUMENT, *PLAIN["fastapi-uvicorn"](port)], port=port, log_dir=tmp_path, env=env
+        )
+        try:
+            for i in range(3):
+                assert requests.get(f"{server.base_url}/items/{i}", timeout=5).ok
+            poll_until(lambda: len(receiver.server_spans()) >= 3, 20, "OTLP spans")
+        finally:
+            server.stop()
+        names = [s["name"] for s in receiver.spans if "healthz" not in s["name"]]
+    assert names == ["GET /items/{item_id}"] * 3
+    assert len(list(iter_records(db))) == 3
+
+
+def test_no_warning_for_an_app_that_sets_spanlytics_up_itself(monkeypatch: pytest.MonkeyPatch) -> None:
+    """spanlytics not listed as an exporter: the app imports it later and configure()s it
+    itself, which records whatever the aborted auto-initialisation left undone."""
+    for name in ("OTEL_METRICS_EXPORTER", "OTEL_LOGS_EXPORTER", "OTEL_EXPORTER_OTLP_PROTOCOL"):
+        monkeypatch.delenv(name, raising=False)
+    env = {**os.environ, "OTEL_TRACES_EXPORTER": "console"}
+    script = "import spanlytics; print('imported')"
+    done = subprocess.run(
+        [*INSTRUMENT, sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.stdout.strip() == "imported", done.stderr
+    assert "Failed to auto initialize" in done.stderr  # the aborted set-up is the case at hand
+    assert WARNING_START not in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("exporters", "distro", "kept"),
+    [
+        ("spanlytics", "with-distro", False),  # nothing but spanlytics would see them
+        ("spanlytics", "without-distro", False),
+        ("otlp_proto_http,spanlytics", "with-distro", True),  # the OTLP side gets its defaults
+    ],
+)
+def test_zero_code_keeps_internal_spans_unless_spanlytics_is_alone(
+    exporters: str, distro: str, kept: bool, tmp_path: Path
+) -> None:
+    port = free_port()
+    env = zero_code_env(tmp_path / "store.db", exporters)
+    if distro == "without-distro":
+        env.update(NO_DISTRO)
+    argv = uvicorn_argv("tests.support.internal_spans_app:app", port)
+    server = start_server([*INSTRUMENT, *argv], port=port, log_dir=tmp_path, env=env)
+    try:
+        flags = requests.get(f"{server.base_url}/internal-spans", timeout=5).json()
+    finally:
+        server.stop()
+    assert flags == {"receive": kept, "send": kept}

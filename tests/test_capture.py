@@ -310,29 +310,38 @@ def test_store_is_bounded_in_bytes_too() -> None:
 
 
 def _otel_middleware(app: Any) -> Any:
+    """The OTel middleware of the stack ``app`` built for its requests."""
     from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 
-    layer = app.build_middleware_stack()
+    layer = app.middleware_stack
     while not isinstance(layer, OpenTelemetryMiddleware):
         layer = layer.app
     return layer
 
 
 @pytest.mark.parametrize("framework", ["fastapi", "starlette"])
-def test_instrument_app_leaves_out_the_internal_receive_send_spans(framework: str) -> None:
+def test_instrument_app_internal_spans_choice(framework: str) -> None:
+    """The choice is made at the first request; end-to-end cases (with the user's exporters,
+    spanlytics alone, the environment variable) are in test_end_to_end.py."""
     from fastapi import FastAPI
+    from fastapi.testclient import TestClient
     from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
     from starlette.applications import Starlette
 
     import spanlytics
 
-    app = FastAPI() if framework == "fastapi" else Starlette()
-    spanlytics.instrument_app(app)
-    middleware = _otel_middleware(app)
-    assert middleware.exclude_receive_span and middleware.exclude_send_span
+    flags = {}
+    for choice in (False, True):
+        app = FastAPI() if framework == "fastapi" else Starlette()
+        spanlytics.instrument_app(app, internal_spans=choice)
+        TestClient(app).get("/none")
+        middleware = _otel_middleware(app)
+        flags[choice] = (middleware.exclude_receive_span, middleware.exclude_send_span)
+    assert flags == {False: (True, True), True: (False, False)}
     mine = FastAPI()
     FastAPIInstrumentor.instrument_app(mine)  # instrumented by the user first: left as it is
-    spanlytics.instrument_app(mine)
+    spanlytics.instrument_app(mine, internal_spans=False)
+    TestClient(mine).get("/none")
     kept = _otel_middleware(mine)
     assert not kept.exclude_receive_span and not kept.exclude_send_span
 

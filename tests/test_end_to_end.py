@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ import requests
 
 from spanlytics.destinations.local import iter_records
 from spanlytics.record import RequestRecord
+from tests.support.otlp_receiver import otlp_receiver
 from tests.support.servers import free_port, gunicorn_argv, start_server, uvicorn_argv
 
 SERVERS = {
@@ -179,3 +181,103 @@ def test_semconv_modes_give_identical_records(server: str, tmp_path: Path) -> No
         results[mode] = [comparable(r) for r in records if r.path != "/healthz"]
     assert len(results["default"]) == 8
     assert results["default"] == results["http"] == results["http/dup"]
+
+
+# -- the user's other exporters see the same spans (issue 12, item 17) ------------------------
+
+PARITY_SERVERS = {
+    "fastapi-uvicorn": lambda port: uvicorn_argv("tests.support.span_parity_apps:fastapi_app", port),
+    "flask-gunicorn": lambda port: gunicorn_argv(
+        "tests.support.span_parity_apps:flask_app", port, "--worker-class", "gthread", "--threads", "4"
+    ),
+}
+PARITY_REQUESTS = 3
+
+
+@dataclass
+class ParityRun:
+    spans: list[tuple[str, str]]  # what the user's in-memory exporter received
+    span_ids: int  # spans the SDK started, seen by any exporter or none
+    records: list[RequestRecord]
+
+
+def run_parity_app(server: str, tmp_path: Path, name: str, **env: str) -> ParityRun:
+    """Serve a parity app over a real socket, POST a few bodies, read what was seen."""
+    db = tmp_path / f"{name}.db"
+    port = free_port()
+    full_env = {"OTEL_PYTHON_EXCLUDED_URLS": "healthz,spans", "SPANLYTICS_LOCAL_PATH": str(db), **env}
+    proc = start_server(PARITY_SERVERS[server](port), port=port, log_dir=tmp_path, env=full_env)
+    try:
+        http = requests.Session()
+        for i in range(PARITY_REQUESTS):
+            response = http.post(f"{proc.base_url}/echo", json={"n": i, "pad": "x" * 300}, timeout=10)
+            assert response.json() == {"got": {"n": i, "pad": "x" * 300}}
+        seen = http.get(f"{proc.base_url}/spans", timeout=10).json()
+    finally:
+        proc.stop()
+    records = list(iter_records(db)) if db.exists() else []
+    return ParityRun([tuple(s) for s in seen["spans"]], seen["span_ids"], records)  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("server", sorted(PARITY_SERVERS))
+def test_user_exporter_sees_the_same_spans_with_spanlytics(server: str, tmp_path: Path) -> None:
+    without = run_parity_app(server, tmp_path, "without", PARITY_USER_EXPORTER="memory")
+    with_spanlytics = run_parity_app(
+        server, tmp_path, "with", PARITY_USER_EXPORTER="memory", PARITY_SPANLYTICS="true"
+    )
+    assert sorted(with_spanlytics.spans) == sorted(without.spans)
+    assert with_spanlytics.span_ids == without.span_ids
+    assert [kind for _, kind in without.spans].count("SERVER") == PARITY_REQUESTS
+    if server.startswith("fastapi"):  # the ASGI middleware's internal spans are part of the default
+        assert any(name.endswith("http send") for name, _ in without.spans), without.spans
+        assert any(name.endswith("http receive") for name, _ in without.spans), without.spans
+    assert len(with_spanlytics.records) == PARITY_REQUESTS
+    assert all('"pad"' in (r.request_body or "") for r in with_spanlytics.records)
+
+
+@pytest.mark.parametrize("server", sorted(PARITY_SERVERS))
+def test_otlp_receiver_gets_the_same_spans_with_spanlytics(server: str, tmp_path: Path) -> None:
+    received = {}
+    for mode in ("without", "with"):
+        with otlp_receiver() as (receiver, endpoint):
+            env = {"PARITY_USER_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": endpoint}
+            if mode == "with":
+                env["PARITY_SPANLYTICS"] = "true"
+            run = run_parity_app(server, tmp_path, mode, **env)
+            received[mode] = sorted((s["name"], s["kind"], bool(s["parent_span_id"])) for s in receiver.spans)
+        assert len(run.records) == (PARITY_REQUESTS if mode == "with" else 0)
+    assert received["with"] == received["without"]
+    assert len(received["without"]) == run.span_ids  # every span started reached the receiver
+
+
+LEAN_CASES = {
+    # spanlytics is the provider's only processor: nobody else would see the internal spans
+    "alone": ({"PARITY_USER_EXPORTER": "none"}, True),
+    "alone-kept-by-keyword": ({"PARITY_USER_EXPORTER": "none", "PARITY_INTERNAL_SPANS": "true"}, False),
+    "shared-lean-by-keyword": ({"PARITY_USER_EXPORTER": "memory", "PARITY_INTERNAL_SPANS": "false"}, True),
+    "shared-lean-by-env": (
+        {"PARITY_USER_EXPORTER": "memory", "SPANLYTICS_ASGI_INTERNAL_SPANS": "false"},
+        True,
+    ),
+    "shared-default": ({"PARITY_USER_EXPORTER": "memory"}, False),
+    # the choice is made at the first request: an exporter added at lifespan start counts
+    "shared-added-at-lifespan-start": (
+        {"PARITY_USER_EXPORTER": "memory", "PARITY_MEMORY_ADDED_LATE": "true"},
+        False,
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(LEAN_CASES))
+def test_internal_spans_are_left_out_only_alone_or_when_asked(case: str, tmp_path: Path) -> None:
+    env, lean = LEAN_CASES[case]
+    run = run_parity_app("fastapi-uvicorn", tmp_path, case, PARITY_SPANLYTICS="true", **env)
+    if lean:
+        assert run.span_ids == PARITY_REQUESTS  # the server span alone
+    else:
+        assert run.span_ids >= 3 * PARITY_REQUESTS  # server, receive, send (start and body)
+    if env["PARITY_USER_EXPORTER"] == "memory":
+        assert len(run.spans) == run.span_ids
+    assert len(run.records) == PARITY_REQUESTS
+    assert all('"pad"' in (r.request_body or "") for r in run.records)  # capture needs no internal span
+    assert all('"got"' in (r.response_body or "") for r in run.records)

@@ -6,6 +6,8 @@
 >>> spanlytics.set_consumer("acme", name="Acme Corp", group="enterprise")  # in a handler
 """
 
+import sys
+
 from spanlytics.__about__ import VERSION
 from spanlytics._configure import configure, flush, shutdown, stats
 from spanlytics.capture import (
@@ -21,8 +23,16 @@ from spanlytics.exporter import SpanlyticsExporter
 from spanlytics.masking import KEEP, Masker, MaskingRules
 from spanlytics.processor import SpanlyticsProcessor
 from spanlytics.record import RequestRecord
+from spanlytics.sampling import SpanlyticsSampler
 
 __version__ = VERSION
+
+if "opentelemetry.instrumentation.auto_instrumentation" in sys.modules:
+    # An opentelemetry-instrument run: it imports us as a traces exporter before it imports
+    # the metrics and logs exporters, so this is the moment to warn if those are missing.
+    from spanlytics.auto import warn_if_zero_code_set_up_aborts
+
+    warn_if_zero_code_set_up_aborts()
 
 __all__ = [
     "KEEP",
@@ -36,6 +46,7 @@ __all__ = [
     "Settings",
     "SpanlyticsExporter",
     "SpanlyticsProcessor",
+    "SpanlyticsSampler",
     "WSGICaptureMiddleware",
     "__version__",
     "configure",

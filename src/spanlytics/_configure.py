@@ -62,6 +62,26 @@ def attach(
     return processor
 
 
+def spanlytics_is_the_only_processor(provider: TracerProvider) -> bool:
+    """Whether spans on ``provider`` reach spanlytics and nothing else.
+
+    Ours are the :class:`SpanlyticsProcessor` and an SDK processor around a
+    :class:`SpanlyticsExporter` (the zero-code set-up builds one; it stands down while our
+    processor feeds it). The SDK has no public list of a provider's processors; when it
+    cannot be read, the answer is False, so the caller keeps what other exporters would see.
+    """
+    active = getattr(provider, "_active_span_processor", None)
+    processors = getattr(active, "_span_processors", None)
+    if not isinstance(processors, tuple):
+        return False
+
+    def ours(processor: object) -> bool:
+        exporter = getattr(processor, "span_exporter", None)
+        return isinstance(processor, SpanlyticsProcessor) or isinstance(exporter, SpanlyticsExporter)
+
+    return any(isinstance(p, SpanlyticsProcessor) for p in processors) and all(ours(p) for p in processors)
+
+
 def install_sigterm_flush() -> None:
     """Flush on SIGTERM where nobody handles it (``flask run``, plain scripts).
 

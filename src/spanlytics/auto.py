@@ -24,8 +24,9 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections.abc import Callable, Collection, Mapping
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from opentelemetry import trace
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
@@ -33,12 +34,20 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from spanlytics._throttle import ThrottledLogger
 from spanlytics.capture.asgi import capture_asgi
-from spanlytics.capture.options import CaptureOptions, defer_until_first_request, set_process_options
+from spanlytics.capture.install import OTEL_APPLIED_MARK, apply_internal_spans_choice
+from spanlytics.capture.options import (
+    CaptureOptions,
+    defer_until_first_request,
+    process_options,
+    run_deferred_setup,
+    set_process_options,
+)
 from spanlytics.capture.routes import register_app
 from spanlytics.capture.wsgi import capture_wsgi
 from spanlytics.config import Settings
 
 _log = ThrottledLogger(logging.getLogger("spanlytics.auto"))
+_logger = logging.getLogger("spanlytics")
 _ROUTES_MARK = "_spanlytics_routes_registered"
 
 
@@ -78,6 +87,17 @@ class SpanlyticsInstrumentor(BaseInstrumentor):  # type: ignore[misc]
                     register_app(self)
 
                 async def app(scope: Any, receive: Any, send: Any) -> None:
+                    if self.middleware_stack is None and not getattr(self, OTEL_APPLIED_MARK, False):
+                        # built here, as Starlette would, to make the internal-spans choice
+                        # for the instrumentation the zero-code run applied: at the first
+                        # request, once a deferred set-up has attached spanlytics
+                        stack = self.build_middleware_stack()
+                        self.middleware_stack = stack
+                        defer_until_first_request(
+                            lambda: apply_internal_spans_choice(stack, process_options().internal_spans)
+                        )
+                        if scope.get("type") == "http":  # the capture already ran earlier set-ups
+                            run_deferred_setup()
                     await original_asgi(self, scope, receive, send)
 
                 await capture_asgi(app, scope, receive, send)
@@ -145,3 +165,86 @@ def post_instrument(**kwargs: Any) -> None:
             defer_until_first_request(lambda: _attach_to_global(settings))
     except Exception as exc:  # a broken set-up must never stop the app from starting
         _log.failure("auto.post_instrument", "spanlytics zero-code set-up failed", exc)
+
+
+EXPORTER_VARIABLES: tuple[tuple[str, Literal["traces", "metrics", "logs"], str], ...] = (
+    # (variable, signal, entry-point group), in the order the SDK configurator imports them:
+    # a name without an entry point raises there, and the whole auto-initialisation stops.
+    ("OTEL_TRACES_EXPORTER", "traces", "opentelemetry_traces_exporter"),
+    ("OTEL_METRICS_EXPORTER", "metrics", "opentelemetry_metrics_exporter"),
+    ("OTEL_LOGS_EXPORTER", "logs", "opentelemetry_logs_exporter"),
+)
+EXPORTER_PACKAGES = {
+    # entry-point name -> the package that provides it, for the hint
+    "otlp_proto_grpc": "opentelemetry-exporter-otlp-proto-grpc",
+    "otlp_proto_http": "opentelemetry-exporter-otlp-proto-http",
+}
+_checked_exporters = False
+
+
+def _sdk_configurator_runs() -> bool:
+    """Whether auto-initialisation runs a configurator (the only thing that builds exporters)."""
+    from opentelemetry.util._importlib_metadata import entry_points
+
+    wanted = os.environ.get("OTEL_PYTHON_CONFIGURATOR")
+    names = [ep.name for ep in entry_points(group="opentelemetry_configurator")]
+    return bool(names) if wanted is None else wanted in names
+
+
+def missing_exporters() -> list[tuple[str, str, str]]:
+    """``(variable, value, entry-point name)`` of each exporter the SDK configurator would
+    be asked for (``opentelemetry-distro`` defaults all three variables to ``otlp``, that is
+    gRPC) that no installed package provides."""
+    from opentelemetry.sdk._configuration import _get_exporter_names
+    from opentelemetry.util._importlib_metadata import entry_points
+
+    missing = []
+    for variable, signal, group in EXPORTER_VARIABLES:
+        # the SDK's own name resolution (``otlp`` -> ``otlp_proto_grpc`` or ``_http`` by
+        # OTEL_EXPORTER_OTLP_*PROTOCOL), so the check agrees with what the configurator does
+        for name in _get_exporter_names(signal):
+            if not tuple(entry_points(group=group, name=name)):
+                missing.append((variable, os.environ.get(variable, ""), name))
+    return missing
+
+
+def warn_if_zero_code_set_up_aborts() -> None:
+    """Say so, once, when ``opentelemetry-instrument`` is about to give up.
+
+    ``opentelemetry-instrument`` imports the traces exporters (ours among them) before the
+    metrics and logs ones; when one of those has no entry point, the configurator raises,
+    auto-initialisation stops before any instrumentor or post-instrument hook runs, and
+    nothing is recorded. Called when spanlytics is imported during such a run; only when
+    ``OTEL_TRACES_EXPORTER`` lists spanlytics, because then that import is the configurator
+    loading our exporter (an app importing spanlytics later to call ``configure()`` itself
+    would record whatever the configurator did).
+    """
+    global _checked_exporters
+    if _checked_exporters:
+        return
+    _checked_exporters = True
+    traces = os.environ.get("OTEL_TRACES_EXPORTER", "")
+    if "spanlytics" not in (name.strip().lower() for name in traces.split(",")):
+        return
+    try:
+        if not _sdk_configurator_runs():
+            return
+        missing = missing_exporters()
+    except Exception as exc:  # the check must never be what breaks start-up
+        _log.failure("auto.exporter_check", "could not check the OpenTelemetry exporters", exc)
+        return
+    if not missing:
+        return
+    unset = " ".join(dict.fromkeys(f"{variable}=none" for variable, _, _ in missing))
+    packages = " ".join(
+        dict.fromkeys(EXPORTER_PACKAGES.get(name, f"a package providing '{name}'") for _, _, name in missing)
+    )
+    named = ", ".join(f"{variable}={value} needs exporter '{name}'" for variable, value, name in missing)
+    message = (
+        f"spanlytics records nothing: OpenTelemetry's auto-initialisation will stop because no "
+        f"installed package provides an exporter it was asked for ({named}). "
+        f"Set {unset}, or pip install {packages}."
+    )
+    _logger.warning(message)
+    if not _logger.hasHandlers() and logging.lastResort is None:
+        print(message, file=sys.stderr)  # nobody else would show it

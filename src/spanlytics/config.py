@@ -203,6 +203,7 @@ _ENV_PARSERS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "exclude_user_agents": ("SPANLYTICS_EXCLUDE_USER_AGENTS", _csv),
     "exclude_defaults": ("SPANLYTICS_EXCLUDE_DEFAULTS", _bool),
     "sampling_fidelity": ("SPANLYTICS_SAMPLING_FIDELITY", _bool),
+    "asgi_internal_spans": ("SPANLYTICS_ASGI_INTERNAL_SPANS", _bool),
     "readme_api_key": ("SPANLYTICS_README_API_KEY", _optional_str),
     "readme_base_url": ("SPANLYTICS_README_BASE_URL", str),
     "readme_development": ("SPANLYTICS_README_DEVELOPMENT", _bool),
@@ -281,6 +282,7 @@ class Settings:
     exclude_user_agents: tuple[str, ...] = ()
     exclude_defaults: bool = True
     sampling_fidelity: bool = True
+    asgi_internal_spans: bool | None = None  # None: keep them unless spanlytics alone sees them
     readme_api_key: str | None = field(default=None, repr=False)
     readme_base_url: str = "https://metrics.readme.io"
     readme_development: bool = False

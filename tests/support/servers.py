@@ -71,6 +71,7 @@ def start_server(
     log_dir: Path,
     ready_path: str = "/healthz",
     timeout_s: float = 30.0,
+    cwd: Path = ROOT,
 ) -> ServerProcess:
     full_env = dict(os.environ)
     full_env.update(env or {})
@@ -78,7 +79,7 @@ def start_server(
     full_env.setdefault("PYTHONUNBUFFERED", "1")
     log_path = log_dir / f"server-{port}.log"
     with log_path.open("wb") as log:
-        proc = subprocess.Popen(list(argv), cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(list(argv), cwd=cwd, env=full_env, stdout=log, stderr=subprocess.STDOUT)
     server = ServerProcess(proc, port, log_path)
 
     def ready() -> bool:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Callable
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 from spanlytics.capture.asgi import ASGIApp, ASGICaptureMiddleware
-from spanlytics.capture.options import CaptureOptions
+from spanlytics.capture.options import CaptureOptions, defer_until_first_request, process_options
 from spanlytics.capture.routes import register_app
 from spanlytics.capture.wsgi import WSGICaptureMiddleware
 
@@ -18,17 +18,51 @@ App = TypeVar("App")
 _MARK = "_spanlytics_capture_installed"
 
 
-INTERNAL_SPANS: tuple[Literal["receive", "send"], ...] = ("receive", "send")
-"""The ASGI middleware's internal spans (one per body message); capture does not need them."""
+OTEL_APPLIED_MARK = "_spanlytics_applied_otel"
+"""Set on an app whose OTel instrumentation ``instrument_app`` applied (and so tunes)."""
 
 
-def _exclude_internal_spans(app: Any) -> None:
-    """StarletteInstrumentor.instrument_app has no ``exclude_spans``; its middleware does."""
+def keep_internal_spans(requested: bool | None) -> bool:
+    """Whether the ASGI middleware keeps its ``receive``/``send`` spans.
+
+    ``True``/``False`` is the user's choice (``instrument_app(internal_spans=...)`` or
+    ``SPANLYTICS_ASGI_INTERNAL_SPANS``). Unset, they are kept whenever the global
+    TracerProvider has any span processor other than spanlytics' own, so the user's
+    exporters receive exactly what they would without spanlytics; they are left out only
+    when nothing but spanlytics would ever see them.
+    """
+    if requested is not None:
+        return requested
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+
+    # instrument_app is an entry point like configure(); imported here because
+    # spanlytics._configure imports the capture package.
+    from spanlytics._configure import spanlytics_is_the_only_processor
+
+    provider = trace.get_tracer_provider()
+    return not (isinstance(provider, TracerProvider) and spanlytics_is_the_only_processor(provider))
+
+
+def apply_internal_spans_choice(stack: object, requested: bool | None) -> None:
+    """Leave out the internal spans of the OTel ASGI middleware in ``stack`` unless kept.
+
+    Run at the app's first request (see :func:`defer_until_first_request`), so the choice
+    sees every span processor set up by then, also after ``configure()``, in a lifespan
+    handler or by the zero-code hook. The middleware reads its ``exclude_*`` flags on each
+    request; they are what its ``exclude_spans`` argument sets.
+    """
+    if keep_internal_spans(requested):
+        return
     from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 
-    for middleware in getattr(app, "user_middleware", ()):
-        if middleware.cls is OpenTelemetryMiddleware and "exclude_spans" not in middleware.kwargs:
-            middleware.kwargs["exclude_spans"] = list(INTERNAL_SPANS)
+    node, depth = stack, 0
+    while node is not None and depth < 32:  # ServerErrorMiddleware -> ... -> the router
+        if isinstance(node, OpenTelemetryMiddleware):
+            node.exclude_receive_span = True
+            node.exclude_send_span = True
+            return
+        node, depth = getattr(node, "app", None), depth + 1
 
 
 def _otel_instrument_asgi(app: Any) -> Callable[[ASGIApp], ASGIApp] | None:
@@ -36,44 +70,50 @@ def _otel_instrument_asgi(app: Any) -> Callable[[ASGIApp], ASGIApp] | None:
 
     Returns None when the app is (now) instrumented by its framework instrumentor, else a
     function to wrap the middleware stack with the generic ASGI middleware (which sets no
-    ``http.route``; the capture supplies the route from Starlette's routing then).
+    ``http.route``; the capture supplies the route from Starlette's routing then). Either
+    way with the instrumentor's defaults: :func:`apply_internal_spans_choice` decides on the
+    internal spans at the first request.
     """
-    if getattr(app, "_is_instrumented_by_opentelemetry", False):
-        return None
     # An app can only be a FastAPI app once fastapi is imported: importing it here would
     # cost a Starlette app about 15 MB and 150 ms (pydantic) for nothing.
     fastapi = sys.modules.get("fastapi")
     if fastapi is not None and isinstance(app, fastapi.FastAPI):
         from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
-        FastAPIInstrumentor.instrument_app(app, exclude_spans=list(INTERNAL_SPANS))
+        FastAPIInstrumentor.instrument_app(app)
         return None
     try:
         from opentelemetry.instrumentation.starlette import StarletteInstrumentor
 
         StarletteInstrumentor.instrument_app(app)
-        _exclude_internal_spans(app)
         return None
     except ImportError:
         _logger.info("no FastAPI/Starlette instrumentor installed; using the generic ASGI one")
     from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 
     def wrap(stack: ASGIApp) -> ASGIApp:
-        middleware: ASGIApp = OpenTelemetryMiddleware(stack, exclude_spans=list(INTERNAL_SPANS))
+        middleware: ASGIApp = OpenTelemetryMiddleware(stack)
         return middleware
 
     return wrap
 
 
-def instrument_app(app: App, *, options: CaptureOptions | None = None) -> App:
+def instrument_app(
+    app: App, *, options: CaptureOptions | None = None, internal_spans: bool | None = None
+) -> App:
     """Install request/response capture on ``app`` and return it.
 
     Works with FastAPI and Starlette (the capture wraps the whole middleware stack, outside
     the OTel middleware, so 500 responses made by Starlette's error handler are seen too)
     and Flask (``app.wsgi_app`` is wrapped). If the app is not instrumented by
-    OpenTelemetry yet, the standard instrumentor for its framework is applied first, without
-    the ASGI middleware's internal ``receive``/``send`` spans (instrument the app yourself
-    first to keep them).
+    OpenTelemetry yet, the standard instrumentor for its framework is applied first; an app
+    already instrumented is left as it is.
+
+    ``internal_spans`` (ASGI only; default ``SPANLYTICS_ASGI_INTERNAL_SPANS``): whether the
+    instrumentation applied here keeps the middleware's ``receive``/``send`` spans. Unset,
+    they are kept whenever the TracerProvider has a span processor other than spanlytics'
+    (your exporters then see exactly what they would without spanlytics) and left out when
+    spanlytics is its only processor; ``False`` always leaves them out (faster).
     Calling it twice is harmless::
 
         app = FastAPI()
@@ -84,17 +124,28 @@ def instrument_app(app: App, *, options: CaptureOptions | None = None) -> App:
     if getattr(target, _MARK, False):
         return app
     if hasattr(target, "build_middleware_stack"):
-        generic = _otel_instrument_asgi(target)
+        applied_otel = not getattr(target, "_is_instrumented_by_opentelemetry", False)
+        generic = _otel_instrument_asgi(target) if applied_otel else None
         build = target.build_middleware_stack
 
         def build_middleware_stack() -> ASGIApp:
             stack: ASGIApp = build()
             if generic is not None:
                 stack = generic(stack)
+            if applied_otel:
+
+                def choose() -> None:
+                    requested = internal_spans
+                    if requested is None:
+                        requested = (options or process_options()).internal_spans
+                    apply_internal_spans_choice(stack, requested)
+
+                defer_until_first_request(choose)
             return ASGICaptureMiddleware(stack, options)
 
         target.build_middleware_stack = build_middleware_stack
         target.middleware_stack = None  # rebuilt with the capture on the next request
+        setattr(target, OTEL_APPLIED_MARK, applied_otel)
     elif hasattr(target, "wsgi_app"):
         if not getattr(target, "_is_instrumented_by_opentelemetry", False):
             from opentelemetry.instrumentation.flask import FlaskInstrumentor

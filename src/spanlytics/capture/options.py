@@ -30,6 +30,10 @@ class CaptureOptions:
     max_body_bytes: int = 64 * 1024
     identify_consumer: IdentifyConsumer | None = None
     exclusions: Exclusions = field(default_factory=Exclusions.default)
+    internal_spans: bool | None = None
+    """Keep the ASGI middleware's ``receive``/``send`` spans where spanlytics applies or
+    tunes the instrumentation: ``None`` keeps them unless spanlytics is the only span
+    processor (see :func:`spanlytics.capture.install.keep_internal_spans`)."""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> CaptureOptions:
@@ -39,6 +43,7 @@ class CaptureOptions:
             max_body_bytes=settings.max_body_bytes,
             identify_consumer=settings.identify_callback(),
             exclusions=settings.exclusions(),
+            internal_spans=settings.asgi_internal_spans,
         )
 
 
@@ -58,25 +63,29 @@ def set_process_options(options: CaptureOptions) -> None:
     _options = options
 
 
-_deferred: Callable[[], None] | None = None
+_deferred: tuple[Callable[[], None], ...] | None = None
 _deferred_lock = threading.Lock()
 
 
 def defer_until_first_request(setup: Callable[[], None]) -> None:
-    """Run ``setup`` when the first request reaches a capture middleware.
+    """Run ``setup`` when the first request reaches a capture middleware, after any set-up
+    deferred before it.
 
     The zero-code hook uses it when no SDK TracerProvider exists yet at start-up: the app
-    may still set its own, and spanlytics must attach to that one, not pre-empt it.
+    may still set its own, and spanlytics must attach to that one, not pre-empt it. The
+    ASGI internal-spans choice waits for it too, since it depends on the provider's
+    processors (a server's lifespan start builds the middleware stack before any request).
     """
     global _deferred
-    _deferred = setup
+    with _deferred_lock:
+        _deferred = (*(_deferred or ()), setup)
 
 
 def run_deferred_setup() -> None:
     global _deferred
     with _deferred_lock:
-        setup, _deferred = _deferred, None
-    if setup is not None:
+        pending, _deferred = _deferred or (), None
+    for setup in pending:
         try:
             setup()
         except Exception as exc:
@@ -85,7 +94,7 @@ def run_deferred_setup() -> None:
 
 def begin_request(options: CaptureOptions, path: str, user_agent: str | None) -> bool:
     """Whether to capture this request: not when nested in a captured one, or excluded."""
-    if _deferred is not None:
+    if _deferred:
         run_deferred_setup()
     if not options.enabled or current_capture() is not None:
         return False
