@@ -339,7 +339,7 @@ def test_text_that_cannot_be_read_is_treated_as_binary(raw: bytes, content_type:
     "name",
     [
         *["iban", "IBAN", "account_number", "accountNumber", "bank_account", "routing_number"],
-        *["routingNo", "sort_code", "credit_card", "cc_number", "cardNo", "card_numbers"],
+        *["routingNo", "sort_code", "credit_card", "cardNo", "card_numbers"],
         *["security_code", "otp", "OTP", "otp_code", "totp", "verification_code", "backup_code"],
         *["pin", "PIN", "userPin", "pin_code", "pinCode", "new-pin", "X-Amz-Signature", "signature"],
         *["sig", "jwt", "id_jwt", "client_assertion", "api.key", "x-api.key", "API:KEY", "csrf"],

@@ -46,6 +46,7 @@ from spanlytics._json import dumps_text, loads_text, may_have_rounded, stdlib_du
 from spanlytics._throttle import ThrottledLogger
 from spanlytics.masking import json_scan
 from spanlytics.masking.rules import (
+    COMMON_WORDS,
     DEFAULT_FIELD_PATTERN,
     DEFAULT_HEADER_NAMES,
     DEFAULT_HEADER_PATTERN,
@@ -53,10 +54,12 @@ from spanlytics.masking.rules import (
     FAILED,
     FIELD_SCAN,
     KEEP,
+    NEEDLE_OR_CREDENTIAL_SCAN,
+    NEEDLE_SCAN,
     URL_HEADERS,
     URL_PARAM_SCAN,
-    WORD_SCAN,
     MaskingRules,
+    word_hits,
 )
 from spanlytics.masking.text import TextMasker, splice
 from spanlytics.record import ExceptionInfo, Headers, MaskedField, RequestRecord, replace_record
@@ -69,8 +72,10 @@ _FOLDS = re.compile("[\u0130\u0131\u017f\u212a]")  # equal to i/s/k under re.I, 
 _OMITTED = re.compile(r"\[body omitted: [^\]]*\]")
 _ANCHORS = re.compile(r"[\^$]|\\[AZbB]|\(\?<?[=!]")
 _SURROGATE = re.compile("[\ud800-\udfff]")
-# Words that may start a credential in a value (a scheme, a JWT's "eyJ"), for the fast path.
-_CREDENTIAL_HINT = re.compile(r"bearer|basic|digest|negotiate|ntlm|dpop|eyj")
+# What a string value needs for the free-text rules to find anything in it: a pair or a tag
+# ("=", ":", "<"), a space before credentials ("Bearer x"), or a long token (a JWT, a key).
+_VALUE_SHAPE = re.compile(r"[=:<]|[A-Za-z][ \t]+[A-Za-z0-9\-._~+/]{8}|[A-Za-z0-9+/=_\-.~]{16}")
+_URL_SAFE = re.compile(r"[A-Za-z0-9_.\-~]*")
 _FRAME_LINE = re.compile(r'^\s*File "[^"\n]*", line \d+(?:, in [\w.<>]+)?$', re.M)
 _QUERY_SAFE = ";=:,/"
 _MIN_ECHO = 4  # shorter masked values are too common to hunt for in the response
@@ -173,8 +178,7 @@ class Masker:
         """Spans where a sensitive name may be in ``text`` (a superset)."""
         for m in FIELD_SCAN.finditer(low):
             yield m.span()
-        for m in WORD_SCAN.finditer(text):
-            yield m.span()
+        yield from word_hits(text, low)
         if self._field_custom is not None:
             for m in self._field_custom.finditer(text):
                 yield m.span()
@@ -185,10 +189,7 @@ class Masker:
         it needs no parsing."""
         if self._no_fast_path or self._escape in text or (not text.isascii() and _FOLDS.search(text)):
             return True  # _FOLDS may match a name only under re.I
-        low = text.lower()
-        if FIELD_SCAN.search(low) or WORD_SCAN.search(text):
-            return True
-        if credentials and _CREDENTIAL_HINT.search(low):
+        if (NEEDLE_OR_CREDENTIAL_SCAN if credentials else NEEDLE_SCAN).search(text.lower()):
             return True
         return self._field_custom is not None and self._field_custom.search(text) is not None
 
@@ -258,14 +259,14 @@ class Masker:
                 "content-type", record.response_content_type, "response", response_header_masks
             )
             local.values = None
-            echo = self._echo_pattern(secrets)
+            echo = self._echo_forms(secrets)
             response_body = take(
                 rest, self.mask_body(record.response_body, record.response_content_type, "response.body")
             )
             exception = record.exception
             if exception is not None:
                 exception = self._mask_exception(exception, rest)
-            if echo is not None:
+            if echo:
                 response_headers = self._echo_headers(echo, response_headers, response_header_masks)
                 response_body = self._echo(echo, response_body, "response.body", rest)
                 if exception is not None:
@@ -445,39 +446,44 @@ class Masker:
         return dataclasses.replace(exception, message=message, stacktrace=stacktrace)
 
     @staticmethod
-    def _echo_pattern(secrets: list[str]) -> re.Pattern[str] | None:
-        """One regex for the masked request values as a response may quote them: raw,
-        JSON-escaped or URL-encoded."""
-        if not secrets:
-            return None
+    def _echo_forms(secrets: list[str]) -> tuple[str, ...]:
+        """The masked request values as a response may quote them: raw, JSON-escaped or
+        URL-encoded, and a credential without its scheme; longest first."""
         forms: set[str] = set()
         for value in secrets:
+            if value.lower() in COMMON_WORDS:
+                continue
+            forms.add(value)
             credentials = value.rsplit(None, 1)[-1]  # "Bearer abc" may come back as "abc"
             if len(credentials) >= 8:
                 forms.add(credentials)
-            forms.update(
-                (
-                    value,
-                    json.dumps(value)[1:-1],
-                    json.dumps(value, ensure_ascii=False)[1:-1],
-                    quote_plus(value),
-                )
-            )
-        ordered = sorted((f for f in forms if len(f) >= _MIN_ECHO), key=len, reverse=True)
-        return re.compile("|".join(map(re.escape, ordered))) if ordered else None
+            if not value.isascii() or '"' in value or "\\" in value or not value.isprintable():
+                forms.add(json.dumps(value)[1:-1])
+                forms.add(json.dumps(value, ensure_ascii=False)[1:-1])
+            if not _URL_SAFE.fullmatch(value):
+                forms.add(quote_plus(value))
+        return tuple(sorted((f for f in forms if len(f) >= _MIN_ECHO), key=len, reverse=True))
 
     def _echo(
-        self, echo: re.Pattern[str], text: str | None, path: str, masks: list[MaskedField]
+        self, forms: tuple[str, ...], text: str | None, path: str, masks: list[MaskedField]
     ) -> str | None:
+        """``text`` with each form replaced where it stands alone (not inside a longer word
+        or number); ``str.__contains__`` first, as most texts repeat nothing."""
         if not text:
             return text
-        out, count = echo.subn(lambda _: self._replacement, text)
+        found = [form for form in forms if form in text]
+        if not found:
+            return text
+        pattern = re.compile(r"(?<![A-Za-z0-9])(?:" + "|".join(map(re.escape, found)) + r")(?![A-Za-z0-9])")
+        out, count = pattern.subn(lambda _: self._replacement, text)
         if count:
             masks.append(MaskedField(path, "echo:request"))
         return out
 
-    def _echo_headers(self, echo: re.Pattern[str], headers: Headers, masks: list[MaskedField]) -> Headers:
-        out = tuple((n, self._echo(echo, v, f"response.headers.{n.lower()}", masks) or v) for n, v in headers)
+    def _echo_headers(self, forms: tuple[str, ...], headers: Headers, masks: list[MaskedField]) -> Headers:
+        out = tuple(
+            (n, self._echo(forms, v, f"response.headers.{n.lower()}", masks) or v) for n, v in headers
+        )
         return out if out != headers else headers
 
     def _mask_url_params(self, url: str, path: str, masks: list[MaskedField]) -> str:
@@ -631,7 +637,11 @@ class Masker:
                     if may_have_rounded(out) or _SURROGATE.search(out):
                         return self._json_in_string_exact(value, path, masks)
                     return out
-        if len(value) < 8 or not self._may_match(value, credentials=True):
+        if (
+            len(value) < 8
+            or _VALUE_SHAPE.search(value) is None
+            or not self._may_match(value, credentials=True)
+        ):
             return None
         out, found = self._mask_text(value, path)
         if not found:

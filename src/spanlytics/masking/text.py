@@ -20,6 +20,7 @@ This module does no I/O and imports only the rules.
 
 from __future__ import annotations
 
+import base64
 import re
 from collections.abc import Callable, Iterable
 
@@ -78,6 +79,17 @@ def _looks_random(word: str) -> bool:
         and sum(c.isdigit() for c in word) >= 2
         and any(c.isalpha() for c in word)
     )
+
+
+def _looks_like_credentials(match: str, token: str) -> bool:
+    """After a scheme anywhere in prose: Basic credentials are base64 of ``user:password``;
+    other tokens are not a lower-case word."""
+    if match[:5].lower() == "basic":
+        try:
+            return b":" in base64.b64decode(token + "=" * (-len(token) % 4), validate=True)
+        except ValueError:
+            return False
+    return len(token) >= 8 and not (token.isalpha() and token.islower())
 
 
 class TextMasker:
@@ -216,6 +228,9 @@ class TextMasker:
     @staticmethod
     def _credentials_value(text: str, m: re.Match[str]) -> tuple[str, int, int] | None:
         group = 1 if m.group(1) is not None else 2 if m.group(2) is not None else 3
+        whole = m.start() == 0 and m.end() == len(text.rstrip())  # the value is "Bearer x"
+        if group == 1 and not whole and not _looks_like_credentials(m.group(0), m.group(1)):
+            return None  # "basic plan", "bearer of bad news"
         return "text:credentials", *m.span(group)
 
     # --- the word after a sensitive name -------------------------------------------------
