@@ -27,7 +27,7 @@ from spanlytics.masking import (
     Masker,
     MaskingRules,
 )
-from spanlytics.masking import core as masking_core
+from spanlytics.masking import verdicts as masking_verdicts
 from spanlytics.record import ExceptionInfo, MaskedField, RequestRecord
 
 SECRET = "S3CR3Tdeadbeef0042"
@@ -38,7 +38,7 @@ HEADER_RE = re.compile(DEFAULT_HEADER_PATTERN, re.I)
 @pytest.fixture(autouse=True)
 def fresh_log(monkeypatch: pytest.MonkeyPatch) -> None:
     """A new throttled logger per test, so one test's warning cannot silence another's."""
-    monkeypatch.setattr(masking_core, "_log", ThrottledLogger(logging.getLogger("spanlytics.masking")))
+    monkeypatch.setattr(masking_verdicts, "log", ThrottledLogger(logging.getLogger("spanlytics.masking")))
 
 
 def make_record(**overrides: Any) -> RequestRecord:
@@ -662,9 +662,9 @@ def test_unexpected_record_error_scrubs_the_whole_record(monkeypatch: pytest.Mon
 
 def test_name_cache_stays_bounded() -> None:
     masker = Masker()
-    for i in range(masking_core._CACHE_MAX + 50):
+    for i in range(masking_verdicts.CACHE_MAX + 50):
         masker.mask_query(f"k{i}=1", "q")
-    assert 0 < len(masker._field_cache) <= masking_core._CACHE_MAX
+    assert 0 < len(masker._field_cache) <= masking_verdicts.CACHE_MAX
 
 
 def test_concurrent_use_gives_the_same_results_as_serial_use() -> None:
@@ -712,7 +712,7 @@ def test_fast_path_scan_finds_every_default_word(word: str) -> None:
 @settings(max_examples=1000)
 @given(st.lists(st.sampled_from(SCAN_PIECES), max_size=12).map("".join))
 def test_fast_path_scan_agrees_with_the_default_pattern(text: str) -> None:
-    if masking_core._FOLDS.search(text):  # these disable the fast path instead
+    if masking_verdicts._FOLDS.search(text):  # these disable the fast path instead
         assert Masker()._may_match(text, credentials=False)
         return
     # the prefilter may say "maybe" more often than the rules match (the word rules such as
