@@ -16,9 +16,10 @@ Deliberate choices:
 * Bodies are text: only text-like content types (JSON, form, text, XML) keep their content;
   others become a placeholder naming their size. A declared charset is honoured
   (``charset=utf-16``, ``latin-1``, ...); bytes invalid in it become replacement characters,
-  never an error. A body in a charset Python does not know, or whose text would hold NUL
-  characters (UTF-16 sent without its charset), is treated as binary: masking could not
-  read it, so it must not be stored as text.
+  never an error. UTF-16 and UTF-32 sent without a charset are recognised by their byte-order mark or
+  their NUL bytes. A body in a charset Python does not know, or that would still be text
+  riddled with NULs, is treated as binary: masking could not read it, so it must not be
+  stored as text.
 
 This module does no I/O and imports no web framework.
 """
@@ -244,9 +245,24 @@ def body_text(raw: bytes | None, content_type: str | None, size: int | None) -> 
     if charset == "":  # an unknown charset: the text cannot be read, so it cannot be masked
         return omitted
     text = raw.decode(charset or "utf-8", errors="replace")
-    if "\x00" in text:  # UTF-16 or UTF-32 without its charset, or binary sent as text
-        return omitted
+    if "\x00" in text and text.count("\x00") * 4 >= len(text):  # UTF-16 or -32 without its charset
+        text = _wide_text(raw) or ""
+        if not text:
+            return omitted
     return text
+
+
+def _wide_text(raw: bytes) -> str | None:
+    """A body in UTF-16 or UTF-32 sent without its charset, by its byte-order mark or else by
+    where its NUL bytes are; None when that does not give NUL-free text either."""
+    if raw.startswith((codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)):
+        codec = "utf-32"
+    elif raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        codec = "utf-16"
+    else:  # ASCII in UTF-16-LE has its NULs at odd offsets
+        codec = "utf-16-le" if raw[1::2].count(0) >= raw[0::2].count(0) else "utf-16-be"
+    text = raw.decode(codec, errors="replace")
+    return None if "\x00" in text else text
 
 
 def _media_type(content_type: str | None) -> str | None:
