@@ -32,11 +32,13 @@ import pytest
 import requests
 from hypothesis import HealthCheck, given, settings
 from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 import spanlytics
 from tests.support.apitally_hub import ApitallyHub
 from tests.support.ingest_stub import IngestStub
-from tests.support.leak_cases import LeakCase, leak_batches
+from tests.support.leak_cases import MARKER, LeakCase, leak_batches
 from tests.support.leak_scan import (
     Sink,
     describe,
@@ -164,6 +166,17 @@ def missing_controls(cases: Sequence[LeakCase], dbs: Sequence[Path]) -> list[str
     return problems
 
 
+def raised_by_app(case: LeakCase) -> bool:
+    """The app put this secret into an exception: the server's own error log shows it."""
+    return case.app_raises
+
+
+def recorded_by_instrumentor(case: LeakCase) -> bool:
+    """The standard OTel instrumentor records this secret on the span whether or not
+    spanlytics is installed (the URL's query, the user agent, exception events)."""
+    return case.app_raises or case.position.startswith(("query.", "user-agent"))
+
+
 def assert_no_leaks(cases: Sequence[LeakCase], sinks: Sequence[Sink], dbs: Sequence[Path], **kw: Any) -> None:
     assert cases, "no request was sent"
     assert any(s.destination == "sqlite-rows" for s in sinks), "nothing was stored"
@@ -174,7 +187,25 @@ def assert_no_leaks(cases: Sequence[LeakCase], sinks: Sequence[Sink], dbs: Seque
     message = report(findings, cases) if findings else "no leaks"
     if problems:
         message += "\n\ninnocent values lost:\n  " + "\n  ".join(problems[:40])
+    if scan(cases, [Sink("report", "failure message", message.encode())]):  # never spread a secret
+        message = f"{len(findings)} leaks, {len(problems)} lost values (details withheld: they held a secret)"
     assert not findings and not problems, message
+
+
+def span_sinks(exporter: InMemorySpanExporter) -> list[Sink]:
+    """What the user's own exporter on the same provider received."""
+    text = [
+        repr(
+            (
+                span.name,
+                dict(span.attributes or {}),
+                [(e.name, dict(e.attributes or {})) for e in span.events],
+                span.status.description,
+            )
+        )
+        for span in exporter.get_finished_spans()
+    ]
+    return [text_sink("user-exporter", "spans", "\n".join(text))]
 
 
 # --- in process ---------------------------------------------------------------------------------
@@ -214,6 +245,8 @@ def test_no_secret_leaks_in_process(
     monkeypatch.setattr(logging.getLogger("tests.support.leak_apps"), "disabled", True)
     db = tmp_path / "store.db"
     provider = TracerProvider()
+    user_exporter = InMemorySpanExporter()  # the app's own exporter: must not get what spanlytics captures
+    provider.add_span_processor(SimpleSpanProcessor(user_exporter))
     assert spanlytics.configure(tracer_provider=provider, **destinations.settings(db)) is not None
     asgi = TestClient(make_fastapi_app(provider), raise_server_exceptions=False, follow_redirects=False)
     wsgi = make_flask_app(provider).test_client()
@@ -238,8 +271,8 @@ def test_no_secret_leaks_in_process(
         for record in caplog.records
         if record.name.startswith("spanlytics")
     ]
-    sinks = sqlite_sinks(db) + destinations.remote_sinks() + logs
-    assert_no_leaks(sent, sinks, [db])
+    sinks = sqlite_sinks(db) + destinations.remote_sinks() + logs + span_sinks(user_exporter)
+    assert_no_leaks(sent, sinks, [db], expected={"user-exporter": recorded_by_instrumentor})
 
 
 # --- over real sockets ----------------------------------------------------------------------------
@@ -310,4 +343,66 @@ def test_no_secret_leaks_over_real_sockets(tmp_path: Path, destinations: Destina
     sinks = [s for db in dbs.values() for s in sqlite_sinks(db)] + destinations.remote_sinks()
     sinks += [text_sink("logs", "spanlytics loggers (file)", log_path.read_text(errors="replace"))]
     sinks += [text_sink("server-output", name, server.log()) for name, server in servers.items()]
-    assert_no_leaks(cases, sinks, list(dbs.values()), exempt_app_raised=("server-output",))
+    assert_no_leaks(cases, sinks, list(dbs.values()), expected={"server-output": raised_by_app})
+
+
+# --- the judge itself --------------------------------------------------------------------------
+
+
+def test_the_scanner_finds_a_secret_in_every_encoding_and_its_report_shows_none(tmp_path: Path) -> None:
+    """The scanner must see what the destinations may produce, and report it without the secret."""
+    import base64
+    import gzip
+    import hashlib
+    import json
+    from urllib.parse import quote
+
+    from tests.support.leak_cases import jwt_with, luhn_card, token_secret
+
+    def case(secret: str, position: str) -> LeakCase:
+        return LeakCase(position, "fastapi", secret, "GET", "/leak/ok", control="keep")
+
+    encodings: dict[str, Any] = {
+        "raw": lambda s: f"x={s}".encode(),
+        "gzip": lambda s: gzip.compress(f'{{"password": "{s}"}}'.encode()),
+        "apitally log item (gzip NDJSON, base64 body)": lambda s: gzip.compress(
+            json.dumps(
+                {"request": {"body": base64.b64encode(json.dumps({"card": s}).encode()).decode()}}
+            ).encode()
+        ),
+        "utf-16-le": lambda s: f"password={s}".encode("utf-16-le"),
+        "utf-32-be in JSON escapes": lambda s: json.dumps(
+            f"password={s}".encode("utf-32-be").decode("latin-1")
+        ).encode(),
+        "json unicode escapes": lambda s: ('"' + "".join(f"\\u{ord(c):04x}" for c in s) + '"').encode(),
+        "percent-encoded": lambda s: quote(s, safe="").replace("3", "%33").encode(),
+        "basic credentials, each alignment": lambda s: b" ".join(
+            base64.b64encode(f"{p}:{s}".encode()) for p in ("b", "bo", "bob")
+        ),
+        "jwt payload only": lambda s: jwt_with(s).rsplit(".", 1)[0].encode(),
+        "cut after the serial": lambda s: f"password={s[: len(MARKER) + 7]}".encode(),
+    }
+    cases = [case(token_secret("0123456789ab"), name) for name in encodings]
+    card = case(luhn_card("00ff00ff00ff"), "card in apitally log")
+    sinks = [Sink("dest", c.position, encodings[c.position](c.secret)) for c in cases]
+    sinks.append(
+        Sink("dest", card.position, encodings["apitally log item (gzip NDJSON, base64 body)"](card.secret))
+    )
+    db = tmp_path / "s.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE t (v TEXT)")
+        conn.execute("INSERT INTO t VALUES (?)", (f"token={cases[0].secret}",))
+    conn.close()
+    findings = scan([*cases, card], sinks)
+    assert {f.label for f in findings} == {*encodings, card.position}
+    assert {f.destination for f in scan(cases, sqlite_sinks(db))} == {"sqlite-rows", "sqlite-file"}
+
+    # what masking may keep is not a leak: a hash, ReadMe's hash with the last 4 characters
+    secret = cases[0].secret
+    digest = base64.b64encode(hashlib.sha512(f"Bearer {secret}".encode()).digest()).decode()
+    kept = f"[masked] sha512-{digest}?{secret[-4:]} {hashlib.sha256(secret.encode()).hexdigest()}"
+    assert not scan(cases, [text_sink("dest", "masked", kept)])
+
+    message = report(findings, [*cases, card])
+    assert "<SECRET>" in message
+    assert not scan([*cases, card], [text_sink("report", "message", message)]), "the report spreads a secret"

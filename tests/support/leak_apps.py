@@ -151,6 +151,14 @@ def _flask_routes() -> flask.Flask:
     @app.post("/leak/login")
     def login() -> Any:
         data = flask.request.get_json(force=True)
+        if not isinstance(data, dict):
+            error = {
+                "type": "model_attributes_type",
+                "loc": ["body"],
+                "msg": "Input should be a valid dictionary",
+                "input": data,
+            }
+            return flask.jsonify({"detail": [error]}), 422
         errors = []
         password = data.get("password")
         if isinstance(password, str) and len(password) > 8:

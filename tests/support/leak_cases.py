@@ -26,6 +26,7 @@ from urllib.parse import urlencode
 from hypothesis import strategies as st
 
 FRAMEWORKS = ("fastapi", "flask")
+DEFAULT_MAX_BODY_BYTES = 64 * 1024  # SPANLYTICS_MAX_BODY_BYTES' default
 MARKER = "s3cr3t"
 _serials = itertools.count(1)
 _serial_lock = threading.Lock()
@@ -120,6 +121,8 @@ SENSITIVE_FIELDS = ("password", "passwd", "api_key", "apiKey", "access_token", "
 NEW_SENSITIVE_FIELDS = (
     "api.key",  # README: "api key (any separator)"
     "Api.Key",
+    "api key",
+    "x-api.key",
     "otp",  # one-time codes and PINs
     "pin",
     "mfa_code",
@@ -232,6 +235,13 @@ def _(draw: st.DrawFn) -> Spec:
     return Spec(s, headers=((draw(any_case("X-Api-Key")), s),))
 
 
+@position("consumer.invalid-id-warning")
+def _(draw: st.DrawFn) -> Spec:
+    # too long for a consumer id (128 characters): dropped with a warning, which must not quote it
+    s = _secret(draw)
+    return Spec(s, headers=(("X-Api-Key", s + "x" * draw(st.sampled_from([120, 300]))),))
+
+
 @position("header.cookie")
 def _(draw: st.DrawFn) -> Spec:
     s = _secret(draw)
@@ -338,6 +348,13 @@ def _(draw: st.DrawFn) -> Spec:
     return Spec(s, "POST", "/leak/echo", body=f"name={keep}&password=abc;{s}".encode(), content_type=FORM)
 
 
+@position("form.duplicate-key-empty-last")
+def _(draw: st.DrawFn) -> Spec:
+    s, keep = _secret(draw), draw(controls)
+    last = draw(st.sampled_from(["password=", "password", "password=&x=1"]))
+    return Spec(s, "POST", "/leak/echo", body=f"name={keep}&password={s}&{last}".encode(), content_type=FORM)
+
+
 @position("form.new-sensitive-name")
 def _(draw: st.DrawFn) -> Spec:
     s, keep = _secret(draw), draw(controls)
@@ -380,12 +397,13 @@ JSON = "application/json"
 @position("json.sensitive-key-at-depth")
 def _(draw: st.DrawFn) -> Spec:
     s, keep = _secret(draw), draw(controls)
-    name = draw(st.sampled_from(SENSITIVE_FIELDS).flatmap(any_case))
+    name = draw(st.sampled_from((*SENSITIVE_FIELDS, "credentials", "private_key")).flatmap(any_case))
+    value = draw(st.sampled_from([s, {"v": s}, [s], [{"id": 1, "v": s}]]))  # a key's object is masked whole
     return Spec(
         s,
         "POST",
         "/leak/echo",
-        body=_json_body(_at_depth(draw, keep, {name: s})),
+        body=_json_body(_at_depth(draw, keep, {name: value})),
         content_type=JSON,
         body_control=keep,
     )
@@ -437,10 +455,43 @@ def _(draw: st.DrawFn) -> Spec:
                 f'{{"pass\\u0077ord": "{s}"}}',  # an escaped key
                 f'{{"password": "{s}", }}',  # trailing comma
                 f'/* c */ {{"password": "{s}"}}',  # a comment
+                f'{{"n": NaN, "password": "{s}"}}',  # Python's json accepts NaN, strict parsers do not
+                f'{{"password": "{s}", "note": "\\ud800"}}',  # a lone surrogate escape
+                f'{{"n": 1{"0" * 400}, "password": "{s}"}}',  # an integer no float can hold
+                f'{{"password": "{s}"}} {{"second": "document"}}',  # trailing data
             ]
         )
     )
     return Spec(s, "POST", "/leak/echo", body=body.encode(), content_type=JSON)
+
+
+@position("json.deeply-nested")
+def _(draw: st.DrawFn) -> Spec:
+    # deeper than a recursive parser's stack: the masker must fail closed, not pass it through
+    s = _secret(draw)
+    depth = draw(st.sampled_from([1200, 5000]))
+    body = "[" * depth + f'{{"password": "{s}"}}' + "]" * depth
+    return Spec(s, "POST", "/leak/echo", body=body.encode(), content_type=JSON)
+
+
+@position("body.cut-at-capture-cap")
+def _(draw: st.DrawFn) -> Spec:
+    # the capture keeps the first 64 KiB (the default cap): the cut falls inside the secret
+    s = _secret(draw)
+    cut = DEFAULT_MAX_BODY_BYTES - len(MARKER) - 5 - draw(st.integers(2, 8))  # after the serial
+    kind = draw(st.sampled_from(["json", "form", "text"]))
+    if kind == "json":
+        head = '{"pad": "'
+        tail = '", "password": "'
+        body = head + "a" * (cut - len(head) - len(tail)) + tail + s + '"}'
+        return Spec(s, "POST", "/leak/echo", body=body.encode(), content_type=JSON)
+    if kind == "form":
+        head, tail = "pad=", "&password="
+        body = head + "a" * (cut - len(head) - len(tail)) + tail + s
+        return Spec(s, "POST", "/leak/echo", body=body.encode(), content_type=FORM)
+    head, tail = "log line\n", "\npassword: "
+    body = head + "a" * (cut - len(head) - len(tail)) + tail + s + "\n"
+    return Spec(s, "POST", "/leak/echo", body=body.encode(), content_type="text/plain")
 
 
 @position("json.string-value.credentials")
@@ -569,6 +620,14 @@ def _(draw: st.DrawFn) -> Spec:
     return Spec(s, "POST", "/leak/echo", body=text.encode(charset), content_type=f"{base}; charset={charset}")
 
 
+@position("charset.undeclared-utf16-json")
+def _(draw: st.DrawFn) -> Spec:
+    # RFC 4627 / json.loads(bytes) detect UTF-16 and UTF-32 JSON without a charset parameter
+    s = _secret(draw)
+    encoding = draw(st.sampled_from(["utf-16", "utf-16-le", "utf-16-be", "utf-32-le"]))
+    return Spec(s, "POST", "/leak/echo", body=f'{{"password": "{s}"}}'.encode(encoding), content_type=JSON)
+
+
 # --- exceptions ----------------------------------------------------------------------------
 
 EXCEPTION_KINDS = (
@@ -609,6 +668,7 @@ def _(draw: st.DrawFn) -> Spec:
                 {"username": "bob", "password": s},  # password: max 8 characters
                 {"username": "bob", "password": "ok", "pin": s},  # pin: an int
                 {"username": "bob", "password": "ok", "api_key": [s]},  # api_key: a str
+                f"Bearer {s}",  # not an object: the whole body is the input
             ]
         )
     )
