@@ -19,7 +19,7 @@ _OMITTED = re.compile(r"\[body omitted: [^\]]*\]")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 # What a string value needs for the free-text rules to find anything in it: a pair or a tag
 # ("=", ":", "<"), a space before credentials ("Bearer x"), or a long token (a JWT, a key).
-_VALUE_SHAPE = re.compile(r"[=:<]|[A-Za-z][ \t]+[A-Za-z0-9\-._~+/]{8}|[A-Za-z0-9+/=_\-.~]{16}")
+_VALUE_SHAPE = re.compile(r"[=:<]|[A-Za-z][ \t]+[A-Za-z0-9\-._~+/]{8}|[A-Za-z0-9+/=_\-.~]{16}|\d{4}[ -]\d{4}")
 _QUERY_SAFE = ";=:,/"
 
 

@@ -132,6 +132,7 @@ FIELD_SUBSTRINGS: Final[tuple[tuple[str, str], ...]] = (
     ("jwt", "JSON Web Tokens (Logfire)"),
     ("assertion", "SAML and JWT client assertions (client_assertion, cf-access-jwt-assertion)"),
     ("signature", "signatures of pre-signed URLs (X-Amz-Signature, X-Goog-Signature) and webhooks"),
+    (f"one{SEP}time", "one-time codes, PINs and passwords"),
     (f"verification{SEP}code", "one-time codes sent by mail or SMS"),
     (f"recovery{SEP}code", "account recovery codes are passwords"),
     (f"backup{SEP}code", "MFA backup codes are passwords"),
@@ -141,6 +142,10 @@ FIELD_SUBSTRINGS: Final[tuple[tuple[str, str], ...]] = (
 
 FIELD_WORDS: Final[tuple[tuple[str, str], ...]] = (
     ("pin", "PINs (PCI DSS); a word, so that shipping and pinned stay"),
+    ("card", "payment card fields (PCI DSS); a word, so that cardinal and discard stay"),
+    ("cc", "card number abbreviations (cc, cc_number); a word, so that access stays"),
+    ("ccnum", "card number abbreviation"),
+    ("pan", "the card's primary account number (PCI DSS); a word, so that company stays"),
     ("otp", "one-time passwords; a word, so that footprint stays"),
     ("totp", "time-based one-time passwords"),
     ("hotp", "counter-based one-time passwords"),
@@ -218,7 +223,7 @@ def _anchored(needles: tuple[str, ...]) -> str:
     those rarer letters (about twice as fast as starting at the first letters)."""
     groups: dict[str, list[str]] = {}
     for needle in needles:
-        i = max(range(len(needle)), key=lambda k: _ENGLISH.find(needle[k]))
+        i = max(range(len(needle)), key=lambda k: _ENGLISH.find(needle[k]) % 99)
         before, letter, after = needle[:i], needle[i], needle[i + 1 :]
         groups.setdefault(letter, []).append((f"(?<={before}{letter})" if before else "") + after)
     return "|".join(f"{letter}(?:{'|'.join(rests)})" for letter, rests in groups.items())
@@ -283,8 +288,9 @@ AUTH_SCHEMES: Final[tuple[tuple[str, str], ...]] = (
 ANYWHERE_SCHEMES: Final = ("bearer", "basic", "digest", "negotiate", "ntlm", "dpop")
 """Schemes unambiguous enough to mask what follows them anywhere in free text."""
 
-CREDENTIAL_NEEDLES: Final = (*ANYWHERE_SCHEMES, "eyj")
-"""What starts a credential anywhere in a value: a scheme, or a JWT's ``eyJ``."""
+CREDENTIAL_NEEDLES: Final = (*ANYWHERE_SCHEMES, "eyj", "://")
+"""What starts a credential anywhere in a value: a scheme, a JWT's ``eyJ``, a URL (which may
+carry ``user:password@``)."""
 NEEDLE_OR_CREDENTIAL_SCAN: Final = re.compile(_anchored(tuple(sorted({*NEEDLES, *CREDENTIAL_NEEDLES}))))
 """:data:`NEEDLE_SCAN` and :data:`CREDENTIAL_NEEDLES` in one pass (lower-cased text)."""
 

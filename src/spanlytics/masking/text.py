@@ -10,10 +10,12 @@ Passes, in this order (a later pass skips what an earlier one masked):
    credentials are part of the value (a ``Digest`` one to the end of the line); a YAML block
    (``password: |`` or ``password:`` then indented lines) is masked whole.
 3. Credentials anywhere: ``Bearer``/``Basic``/``Digest``/``Negotiate``/``NTLM``/``DPoP``
-   credentials and anything shaped like a JWT (``eyJ...``).
-4. The word after a sensitive name: in exception text (``strict``) any word but a common
-   one (``bad password hunter2``, not ``token expired``); elsewhere only a long random-looking
-   token (``api key 8f9a...``).
+   credentials, anything shaped like a JWT (``eyJ...``), the password in a URL
+   (``postgres://bob:pw@db``), payment card numbers (13-19 digits passing the Luhn check)
+   and IBANs (passing their mod-97 check).
+4. The word after a sensitive name (and an ``is``/``was``): in exception text (``strict``)
+   any word but a common one (``bad password hunter2``, not ``token expired``); elsewhere
+   only a long random-looking token (``the api key is 8f9a...``).
 
 This module does no I/O and imports only the rules.
 """
@@ -43,6 +45,7 @@ _SCHEME_NAMES = frozenset(name for name, _ in AUTH_SCHEMES)
 _AFTER_SCHEME = re.compile(r"[ \t]+((?:[^\s,;\"'<>]|[,;](?=[^\s,;\"'<>]))+)")
 _LONG_TOKEN = re.compile(r"[ \t]+([A-Za-z0-9\-._~+/]{16,}=*)(?![^\s,;\"'<>])")
 _TO_EOL = re.compile(r"[^\r\n]*")
+_YAML_ANCHOR = re.compile(r"[&!][!\w\-]*[ \t]+")
 _YAML_INDICATOR = re.compile(r"(?:[|>][-+0-9]*)?[ \t]*(?:#[^\n]*)?(?:\r?\n|\Z)")
 _CREDENTIALS = re.compile(
     r"\b(?:(?:" + "|".join(s for s in ANYWHERE_SCHEMES if s != "digest") + r")[ \t]+([A-Za-z0-9\-._~+/]+=*)"
@@ -50,6 +53,10 @@ _CREDENTIALS = re.compile(
     r"|(eyJ[A-Za-z0-9_\-]{4,}\.[A-Za-z0-9_\-]{2,}(?:\.[A-Za-z0-9_\-]*){1,3}))",
     re.I,
 )
+_URL_PASSWORD = re.compile(r"\b[A-Za-z][A-Za-z0-9+.\-]*://[^\s/:@\"'<>]+:([^\s/@\"'<>]+)@")
+# the major networks' numbers start with 2-6 (a 13-digit millisecond timestamp does not)
+_CARD = re.compile(r"(?<![\w.-])[2-6](?:[ -]?\d){12,18}(?![\w.-])")
+_IBAN = re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}\b")
 _XML_OPEN = re.compile(r"<([A-Za-z_][\w:.\-]*)(\s[^<>]*)?>")
 _XML_NAME_ATTR = re.compile(
     r"""\b(?:name|key|id|field|param|property|attribute|variable)\s*=\s*(["'])([^"'<>]{1,64})\1""", re.I
@@ -57,7 +64,7 @@ _XML_NAME_ATTR = re.compile(
 _XML_VALUE_ATTR = re.compile(r"""\bvalue\s*=\s*(["'])([^"'<>]*)\1""", re.I)
 _IDENT_TAIL = re.compile(r"[\w.\-]*\Z")
 _IDENT_HEAD = re.compile(r"[\w.\-]*")
-_WORD_AFTER = re.compile(r"[ \t]+[\"']?([^\s\"'`,;()\[\]{}<>]+)")
+_WORD_AFTER = re.compile(r"[ \t]+(?:(?:is|was|are)[ \t]+)?[\"']?([^\s\"'`,;()\[\]{}<>]+)")
 _NOT_SECRETS = frozenset({"null", "none", "nil", "true", "false", "undefined"})  # no value to hide
 _RANDOM = re.compile(r"[A-Za-z0-9+/=_\-.~]{16,}")
 
@@ -79,6 +86,30 @@ def _looks_random(word: str) -> bool:
         and sum(c.isdigit() for c in word) >= 2
         and any(c.isalpha() for c in word)
     )
+
+
+PAYMENT_HINT = re.compile(r"[2-6]\d{3}[ -]?\d{4}[ -]?\d{4}|[A-Z]{2}\d{2}[A-Z0-9]{4}")
+"""Where a card number or an IBAN may start (for the fast path)."""
+
+
+def _url_password(text: str, m: re.Match[str]) -> tuple[str, int, int] | None:
+    return "text:credentials", *m.span(1)
+
+
+def _card_number(text: str, m: re.Match[str]) -> tuple[str, int, int] | None:
+    """13-19 digits (spaces or dashes allowed) that pass the Luhn check: a card number."""
+    digits = [int(c) for c in m.group(0) if c.isdigit()]
+    total = sum(d if i % 2 == 0 else (d * 2 - 9 if d > 4 else d * 2) for i, d in enumerate(reversed(digits)))
+    return ("text:card", *m.span()) if total % 10 == 0 and len(set(digits)) > 1 else None
+
+
+def _iban(text: str, m: re.Match[str]) -> tuple[str, int, int] | None:
+    """An IBAN whose check digits are right (ISO 13616 mod 97)."""
+    compact = m.group(0).replace(" ", "")
+    if not 15 <= len(compact) <= 34:
+        return None
+    number = "".join(str(int(c, 36)) for c in compact[4:] + compact[:4])
+    return ("text:iban", *m.span()) if int(number) % 97 == 1 else None
 
 
 def _looks_like_credentials(match: str, token: str) -> bool:
@@ -119,6 +150,11 @@ class TextMasker:
             text = self._text_pass(text, prefix, masks, _XML_OPEN, self._xml_value)
         text = self._text_pass(text, prefix, masks, _TEXT_PAIR, self._pair_value)
         text = self._text_pass(text, prefix, masks, _CREDENTIALS, self._credentials_value)
+        if "://" in text:
+            text = self._text_pass(text, prefix, masks, _URL_PASSWORD, _url_password)
+        if PAYMENT_HINT.search(text):
+            text = self._text_pass(text, prefix, masks, _CARD, _card_number)
+            text = self._text_pass(text, prefix, masks, _IBAN, _iban)
         text = self._word_pass(text, prefix, masks, strict)
         return text, list(dict.fromkeys(masks))
 
@@ -182,7 +218,8 @@ class TextMasker:
             block = self._yaml_block(text, m, after)
             if block is not None:
                 return rule, *block
-        value = _TEXT_VALUE.match(text, after)
+        anchor = _YAML_ANCHOR.match(text, after)  # "api_key: &k value", "key: !!str value"
+        value = _TEXT_VALUE.match(text, anchor.end() if anchor is not None else after)
         if value is None:
             return None
         start, end = value.span()

@@ -24,7 +24,7 @@ from spanlytics.masking.rules import (
     MaskingRules,
     word_hits,
 )
-from spanlytics.masking.text import TextMasker
+from spanlytics.masking.text import PAYMENT_HINT, TextMasker
 from spanlytics.record import MaskedField
 
 log = ThrottledLogger(logging.getLogger("spanlytics.masking"))
@@ -135,6 +135,8 @@ class RuleBook:
         if self._no_fast_path or self._escape in text or (not text.isascii() and _FOLDS.search(text)):
             return True  # _FOLDS may match a name only under re.I
         if (NEEDLE_OR_CREDENTIAL_SCAN if credentials else NEEDLE_SCAN).search(text.lower()):
+            return True
+        if credentials and PAYMENT_HINT.search(text):
             return True
         return self._field_custom is not None and self._field_custom.search(text) is not None
 
