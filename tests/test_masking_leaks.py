@@ -440,3 +440,45 @@ def test_readme_sends_an_undecodable_body_as_its_sdk_placeholder() -> None:
     entry = ReadmeEncoder().entry(record)
     assert entry is not None
     assert entry["request"]["log"]["entries"][0]["request"]["postData"]["text"] == "café"
+
+
+# --- values that are secrets whatever their name (found by the leak property test) -------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected", "rule"),
+    [
+        ("pay with 4111 1111 1111 1111 now", "pay with [masked] now", "text:card"),
+        ("card=4111-1111-1111-1111", "card=[masked]", "text:default"),
+        ("id 4111111111111112 (Luhn fails)", "id 4111111111111112 (Luhn fails)", None),
+        ("at 1733059200000 ms", "at 1733059200000 ms", None),  # a timestamp, not a card
+        ("to DE89370400440532013000 please", "to [masked] please", "text:iban"),
+        ("to DE89 3704 0044 0532 0130 00.", "to [masked].", "text:iban"),
+        ("code AB12CDEFGHIJKLMNOPQR", "code AB12CDEFGHIJKLMNOPQR", None),  # no such country
+        (
+            "postgres://bob:hunter2@db.internal:5432/app",
+            "postgres://bob:[masked]@db.internal:5432/app",
+            "text:credentials",
+        ),
+        ("the token is 9f8e7d6c5b4a39281706", "the token is [masked]", "text:default"),
+        ("the token is expired", "the token is expired", None),
+        ("api_key: &k 9f8e7d6c\nother: *k\n", "api_key: &k [masked]\nother: *k\n", "text:default"),
+    ],
+)
+def test_secrets_by_their_shape(text: str, expected: str, rule: str | None) -> None:
+    out, masks = Masker().mask_text(text, "b")
+    assert out == expected
+    assert [m.rule for m in masks] == ([rule] if rule else [])
+
+
+@pytest.mark.parametrize("name", ["card", "cc", "ccnum", "pan", "one_time_code", "oneTimePin", "cardNo"])
+def test_card_and_one_time_names(name: str) -> None:
+    out, masks = Masker().mask_query(f"{name}=v4lue", "request.query")
+    assert out == f"{name}=%5Bmasked%5D" and masks
+
+
+@pytest.mark.parametrize(
+    "name", ["cardinal", "discard", "accept", "success", "company", "span", "panel", "phone"]
+)
+def test_card_and_one_time_names_spare_common_words(name: str) -> None:
+    assert Masker().mask_query(f"{name}=v4lue", "request.query") == (f"{name}=v4lue", [])

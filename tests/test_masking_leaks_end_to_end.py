@@ -150,6 +150,14 @@ CALLS = [
         b"x",
     ),
     Call("8", "GET", "/redirect", [OAUTH_CODE]),
+    Call(
+        "8",
+        "POST",
+        "/echo?account=DE89370400440532013000",
+        ["370400440532013000", "4111111111111111"],
+        JSON,
+        b'{"payment": {"cc": "4111111111111111", "exp": "12/29"}}',
+    ),
     # 9. ReadMe: an undecodable body
     Call("9", "POST", "/echo", [], TEXT, b"caf\xe9 ok"),
 ]
