@@ -217,6 +217,8 @@ def test_no_secret_reaches_the_store_readme_or_the_log(framework: str, tmp_path:
     latin = next(r for r in iter_records(db) if r.request_content_type == "application/json; charset=latin-1")
     assert json.loads(latin.request_body or "") == {"password": "[masked]", "name": "Jörg"}
     assert {r.consumer.identifier for r in records.values() if r.consumer} == {hash_identifier(API_KEY)}
+    raised = next(r for r in iter_records(db) if r.path == "/raise")
+    assert raised.exception is not None and raised.exception.message == "bad password [masked]"
     redirect = next(r for r in iter_records(db) if r.path == "/redirect")
     assert dict(redirect.response_headers)["location"].endswith("code=%5Bmasked%5D&state=xyz")
     # 9: ReadMe gets its SDK's placeholder for the body that is not valid UTF-8
