@@ -23,8 +23,12 @@ string values) are reported at the path of the whole text. Rule names (stable):
   a sensitive field.
 * ``text:default`` / ``text:custom``: free text (see :mod:`spanlytics.masking.text`), also
   inside JSON string values and query values (``{"q": "login(password: \\"x\\")"}``).
-* ``text:credentials``: credentials anywhere in free text (``Bearer ...``, a JWT).
-* ``echo:request``: a value masked in the request that the response or exception repeats.
+* ``text:credentials``: credentials anywhere in free text (``Bearer ...``, a JWT, the
+  password of a URL).
+* ``text:card`` / ``text:iban``: a payment card number (Luhn) or an IBAN, whatever its name.
+* ``url:oauth``: an OAuth ``code=`` in a redirect's ``Location`` (or another URL header).
+* ``echo:request``: a value masked in the request (or in a response header) that the
+  response or the exception repeats.
 * ``exception:omitted``: the exception text was replaced (``MaskingRules.exceptions="omit"``).
 * ``mask:error``: masking failed; the value became ``[masked: could not be parsed]``.
 
