@@ -482,3 +482,40 @@ def test_card_and_one_time_names(name: str) -> None:
 )
 def test_card_and_one_time_names_spare_common_words(name: str) -> None:
     assert Masker().mask_query(f"{name}=v4lue", "request.query") == (f"{name}=v4lue", [])
+
+
+# --- path segments ------------------------------------------------------------------------------
+
+
+def test_route_parameters_with_sensitive_names_and_jwts_in_the_path_are_masked() -> None:
+    record = make_record(
+        method="GET",
+        route="/reset/{token}/users/{user_id}",
+        path=f"/reset/{SECRET}/users/42",
+        url=f"http://api.test/reset/{SECRET}/users/42?x=1",
+        query="x=1",
+    )
+    out = Masker().mask_record(record)
+    assert out.path == "/reset/%5Bmasked%5D/users/42"
+    assert out.url == "http://api.test/reset/%5Bmasked%5D/users/42?x=1"
+    assert MaskedField("request.path.token", "field:default") in out.masked
+    jwt_record = make_record(
+        method="GET", route=None, path=f"/verify/{JWT}", url=f"http://api.test/verify/{JWT}"
+    )
+    out = Masker().mask_record(jwt_record)
+    assert JWT not in out.path and JWT not in out.url
+    assert out.masked == (MaskedField("request.path.2", "text:credentials"),)
+
+
+def test_a_scrubbed_record_keeps_the_route_template_as_its_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    masker = Masker()
+
+    def boom(*args: object) -> Any:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(masker, "mask_headers", boom)
+    record = make_record(
+        route="/reset/{token}", path=f"/reset/{SECRET}", url=f"http://api.test/reset/{SECRET}"
+    )
+    out = masker.mask_record(record)
+    assert (out.path, out.url) == ("/reset/{token}", "http://api.test/reset/{token}")

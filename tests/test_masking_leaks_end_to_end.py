@@ -82,6 +82,7 @@ CALLS = [
     ),
     Call("2", "POST", f"/echo?q={jwt(13)}", [jwt(13), jwt(14)], {"X-Trace": jwt(14)} | TEXT, b"x"),
     Call("2", "POST", f"/echo?q=Bearer+{secret(15)}", [secret(15)], TEXT, b"x"),
+    Call("2", "GET", f"/reset/{secret(16)}", [secret(16)]),  # a route parameter named token
     # 3. free text and exceptions
     Call("3", "POST", "/echo", [secret(20)], TEXT, f"Authorization: Token {secret(20)}\n".encode()),
     Call("3", "POST", "/echo", [secret(21)], TEXT, f"password=abc,{secret(21)} rest".encode()),

@@ -7,7 +7,8 @@ destinations and consumer sources come from ``SPANLYTICS_*`` variables.
   password under ``input``); Flask answers 400 quoting the password;
 * ``GET /raise``: raises ``ValueError(f"bad password {DB_PASSWORD}")`` (a server-side secret
   that no request carried);
-* ``GET /redirect``: 302 to ``/cb?code=<OAUTH_CODE>&state=xyz``.
+* ``GET /redirect``: 302 to ``/cb?code=<OAUTH_CODE>&state=xyz``;
+* ``GET /reset/{token}``: a secret as a path parameter.
 """
 
 from __future__ import annotations
@@ -62,6 +63,11 @@ def redirect() -> RedirectResponse:
     return RedirectResponse(f"/cb?code={OAUTH_CODE}&state=xyz", status_code=302)
 
 
+@fastapi_app.get("/reset/{token}")
+def reset(token: str) -> dict[str, bool]:
+    return {"ok": bool(token)}
+
+
 spanlytics.instrument_app(fastapi_app)
 
 # --- Flask ----------------------------------------------------------------------------------
@@ -94,6 +100,11 @@ def flask_fail() -> None:
 @flask_app.get("/redirect")
 def flask_redirect() -> flask.Response:
     return flask.redirect(f"/cb?code={OAUTH_CODE}&state=xyz", 302)
+
+
+@flask_app.get("/reset/<token>")
+def flask_reset(token: str) -> dict[str, bool]:
+    return {"ok": bool(token)}
 
 
 spanlytics.instrument_app(flask_app)

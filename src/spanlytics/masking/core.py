@@ -10,7 +10,7 @@ listed in ``record.masked`` as ``MaskedField(path, rule)``, never with the value
 >>> masker.mask_query("author=ann&apiKey=abc", "request.query")
 ('author=ann&apiKey=%5Bmasked%5D', [MaskedField(path='request.query.apiKey', rule='field:default')])
 
-Paths: ``request.headers.authorization``, ``request.query.api_key``,
+Paths: ``request.headers.authorization``, ``request.query.api_key``, ``request.path.token``,
 ``request.body.user.password``, ``response.body.items[0].token``, ``exception.message``.
 Free-text matches (text bodies, exception message and stacktrace, other header values,
 string values) are reported at the path of the whole text. Rule names (stable):
@@ -42,7 +42,7 @@ import dataclasses
 import json
 import re
 from typing import TypeVar
-from urllib.parse import quote, quote_plus, unquote_plus
+from urllib.parse import quote, quote_plus, unquote, unquote_plus
 
 from spanlytics.masking.bodies import BodyMasker, unique
 from spanlytics.masking.rules import COMMON_WORDS, FAILED, URL_HEADERS, URL_PARAM_SCAN
@@ -51,6 +51,8 @@ from spanlytics.masking.verdicts import CACHE_MAX, MIN_ECHO, log
 from spanlytics.record import ExceptionInfo, Headers, MaskedField, RequestRecord, replace_record
 
 _T = TypeVar("_T")
+_ROUTE_PARAM = re.compile(r"\{(\w+)\}")
+_JWT = re.compile(r"eyJ[A-Za-z0-9_\-]{4,}\.[A-Za-z0-9_\-]{2,}(?:\.[A-Za-z0-9_\-]*){1,3}")
 _URL_SAFE = re.compile(r"[A-Za-z0-9_.\-~]*")
 _FRAME_LINE = re.compile(r'^\s*File "[^"\n]*", line \d+(?:, in [\w.<>]+)?$', re.M)
 
@@ -94,6 +96,9 @@ class Masker(BodyMasker):
                 query_in_url = take(query_masks, self.mask_query(url_query, "request.query"))
             else:  # rebuilt from the masked query, so both agree
                 query_in_url = query
+            path = take(query_masks, self.mask_path(record.path, record.route))
+            if path is not record.path and base.endswith(record.path):
+                base = base[: len(base) - len(record.path)] + path
             body_masks: list[MaskedField] = []
             request_body = take(
                 body_masks, self.mask_body(record.request_body, record.request_content_type, "request.body")
@@ -140,6 +145,7 @@ class Masker(BodyMasker):
                 and request_headers is record.request_headers
                 and response_headers is record.response_headers
                 and query is record.query
+                and path is record.path
                 and query_in_url == url_query
                 and request_body is record.request_body
                 and response_body is record.response_body
@@ -154,6 +160,7 @@ class Masker(BodyMasker):
                 request_headers=request_headers,
                 response_headers=response_headers,
                 query=query,
+                path=path,
                 url=base + sep + query_in_url,
                 request_body=request_body,
                 response_body=response_body,
@@ -168,6 +175,35 @@ class Masker(BodyMasker):
             return self._scrubbed(record)
         finally:
             local.values = None
+
+    def mask_path(self, path: str, route: str | None) -> tuple[str, list[MaskedField]]:
+        """Path segments that are secrets: a route parameter with a sensitive name
+        (``/reset/{token}``, reported as ``request.path.token``) or a JWT."""
+        try:
+            names = route.split("/") if route and "{" in route else None
+            if (names is None and "eyJ" not in path) or not path:
+                return path, []
+            segments = path.split("/")
+            if names is not None and len(names) != len(segments):
+                names = None  # a {name:path} parameter spans segments: only JWTs then
+            masks: list[MaskedField] = []
+            for i, segment in enumerate(segments):
+                param = _ROUTE_PARAM.fullmatch(names[i]) if names is not None else None
+                rule = self._field_rule(param.group(1)) if param is not None else None
+                value = unquote(segment)
+                if rule is None and segment.startswith("eyJ") and _JWT.fullmatch(value):
+                    rule = "text:credentials"
+                if rule is None or not value:
+                    continue
+                where = f"request.path.{param.group(1) if param is not None else i}"
+                replacement = self._decide(where, value, rule)
+                if replacement is not None:
+                    segments[i] = quote(replacement, safe="")
+                    masks.append(MaskedField(where, rule))
+            return ("/".join(segments) if masks else path), masks
+        except Exception as exc:
+            log.failure("masking.path", "could not mask a path; it was replaced", exc)
+            return "/" + quote(FAILED), [MaskedField("request.path", "mask:error")]
 
     def mask_headers(self, headers: Headers, prefix: str) -> tuple[Headers, list[MaskedField]]:
         """Replace the values of sensitive headers; scan the others as free text (a Referer
@@ -213,11 +249,15 @@ class Masker(BodyMasker):
             return tuple((n, FAILED) for n, _ in headers)
 
         base, sep, _ = record.url.partition("?")
+        path = record.route or "/" + quote(FAILED)  # the template holds no parameter's value
+        if base.endswith(record.path):
+            base = base[: len(base) - len(record.path)] + path
         exception = record.exception
         if exception is not None:
             exception = dataclasses.replace(exception, message=FAILED, stacktrace=FAILED)
         return dataclasses.replace(
             record,
+            path=path,
             request_headers=scrub(record.request_headers),
             response_headers=scrub(record.response_headers),
             query=quote(FAILED) if record.query else "",
