@@ -88,8 +88,11 @@ def _looks_random(word: str) -> bool:
     )
 
 
-PAYMENT_HINT = re.compile(r"[2-6]\d{3}[ -]?\d{4}[ -]?\d{4}|[A-Z]{2}\d{2}[A-Z0-9]{4}")
-"""Where a card number or an IBAN may start (for the fast path)."""
+CARD_HINT = re.compile(r"[2-6]\d{3}[ -]?\d{4}[ -]?\d{4}")
+"""Where a card number may start (for the fast path)."""
+IBAN_HINT = re.compile(r"[A-Z]{2}\d{2}[A-Z0-9]{4}")
+"""Where an IBAN may start: four times slower to look for than a card number, so the fast
+path looks for it only in short texts (values); longer ones need a sensitive name."""
 
 
 def _url_password(text: str, m: re.Match[str]) -> tuple[str, int, int] | None:
@@ -149,8 +152,9 @@ class TextMasker:
         text = self._text_pass(text, prefix, masks, _CREDENTIALS, self._credentials_value)
         if "://" in text:
             text = self._text_pass(text, prefix, masks, _URL_PASSWORD, _url_password)
-        if PAYMENT_HINT.search(text):
+        if CARD_HINT.search(text):
             text = self._text_pass(text, prefix, masks, _CARD, _card_number)
+        if IBAN_HINT.search(text):
             text = self._text_pass(text, prefix, masks, _IBAN, _iban)
         text = self._word_pass(text, prefix, masks, strict)
         return text, list(dict.fromkeys(masks))

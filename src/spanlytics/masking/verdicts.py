@@ -24,12 +24,13 @@ from spanlytics.masking.rules import (
     MaskingRules,
     word_hits,
 )
-from spanlytics.masking.text import PAYMENT_HINT, TextMasker
+from spanlytics.masking.text import CARD_HINT, IBAN_HINT, TextMasker
 from spanlytics.record import MaskedField
 
 log = ThrottledLogger(logging.getLogger("spanlytics.masking"))
 
 CACHE_MAX = 4096
+SHORT_TEXT = 256  # a value rather than a document (see IBAN_HINT)
 _FOLDS = re.compile("[\u0130\u0131\u017f\u212a]")  # equal to i/s/k under re.I, not after lower()
 _ANCHORS = re.compile(r"[\^$]|\\[AZbB]|\(\?<?[=!]")
 MIN_ECHO = 4  # shorter masked values are too common to hunt for in a response
@@ -136,7 +137,7 @@ class RuleBook:
             return True  # _FOLDS may match a name only under re.I
         if (NEEDLE_OR_CREDENTIAL_SCAN if credentials else NEEDLE_SCAN).search(text.lower()):
             return True
-        if credentials and PAYMENT_HINT.search(text):
+        if credentials and (CARD_HINT.search(text) or (len(text) <= SHORT_TEXT and IBAN_HINT.search(text))):
             return True
         return self._field_custom is not None and self._field_custom.search(text) is not None
 
