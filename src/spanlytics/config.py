@@ -402,10 +402,23 @@ class Settings:
         return tuple((name.strip(), value.strip()) for name, _, value in pairs)
 
     def consumer_sources(self) -> ConsumerSources:
-        from spanlytics.consumer import ConsumerSources
+        """The no-code consumer sources; an identifier read from a header that masking hides
+        (``X-Api-Key``) is hashed even without ``consumer_hash``."""
+        from spanlytics.consumer import NO_SENSITIVE_HEADERS, ConsumerSources
+        from spanlytics.masking import Masker
 
+        sensitive = NO_SENSITIVE_HEADERS
+        if not self.consumer_hash:  # (with it every identifier is hashed)
+            try:
+                sensitive = Masker(self.masking_rules()).is_sensitive_header
+            except ValueError:  # invalid user patterns: the defaults still decide
+                sensitive = Masker().is_sensitive_header
         return ConsumerSources.parse(
-            self.consumer_from, self.consumer_header, self.consumer_hash, self.consumer_hash_key
+            self.consumer_from,
+            self.consumer_header,
+            self.consumer_hash,
+            self.consumer_hash_key,
+            sensitive_header=sensitive,
         )
 
     def identify_callback(self) -> IdentifyConsumer | None:

@@ -234,6 +234,11 @@ def hash_identifier(value: str, key: str | None = None) -> str:
     return hashlib.sha256(value.encode("utf-8")).hexdigest()[:32]
 
 
+def NO_SENSITIVE_HEADERS(name: str) -> bool:
+    """The default ``sensitive_header`` policy of :meth:`ConsumerSources.parse`: none."""
+    return False
+
+
 @dataclass(frozen=True)
 class ConsumerSources:
     """The configured no-code sources, tried in order on a finished request's capture.
@@ -241,17 +246,34 @@ class ConsumerSources:
     Built from ``SPANLYTICS_CONSUMER_FROM`` (``header:<name>``, ``baggage``,
     ``jwt-claim:<claim>``, ``basic-auth-user``) and ``SPANLYTICS_CONSUMER_HEADER``. They run
     on the background thread, on the raw captured headers, before masking. With
-    ``hash_ids`` the identifier is replaced by :func:`hash_identifier` of it.
+    ``hash_ids`` the identifier is replaced by :func:`hash_identifier` of it; an identifier
+    read from a header in ``hashed_headers`` always is (its raw value is a secret, such as
+    an API key).
+
+    >>> sources = ConsumerSources.parse(["header:X-Api-Key"], None, False,
+    ...                                 sensitive_header=lambda name: "key" in name)
+    >>> sources.resolve({"x-api-key": "k-123"}.get, None).identifier == hash_identifier("k-123")
+    True
     """
 
     sources: tuple[tuple[str, str], ...] = (("baggage", ""),)
     hash_ids: bool = False
     hash_key: str | None = field(default=None, repr=False)
+    hashed_headers: frozenset[str] = frozenset()
 
     @classmethod
     def parse(
-        cls, specs: Sequence[str], consumer_header: str | None, hash_ids: bool, hash_key: str | None = None
+        cls,
+        specs: Sequence[str],
+        consumer_header: str | None,
+        hash_ids: bool,
+        hash_key: str | None = None,
+        *,
+        sensitive_header: Callable[[str], bool] = NO_SENSITIVE_HEADERS,
     ) -> ConsumerSources:
+        """``sensitive_header(name)`` says whether masking hides a header (the masker's
+        :meth:`~spanlytics.masking.Masker.is_sensitive_header`): an identifier read from
+        such a header is hashed even without ``hash_ids``."""
         sources: list[tuple[str, str]] = []
         if consumer_header:
             sources.append(("header", consumer_header.lower()))
@@ -268,7 +290,8 @@ class ConsumerSources:
                 _log.warning("consumer.from", "ignoring unknown SPANLYTICS_CONSUMER_FROM entry %r", spec)
         if not specs:
             sources.append(("baggage", ""))
-        return cls(tuple(dict.fromkeys(sources)), hash_ids, hash_key)
+        hashed = frozenset(arg for kind, arg in sources if kind == "header" and sensitive_header(arg))
+        return cls(tuple(dict.fromkeys(sources)), hash_ids, hash_key, hashed)
 
     def identifying_headers(self) -> tuple[str, ...]:
         """Request headers whose raw value becomes the identifier (to mask when hashing)."""
@@ -290,7 +313,8 @@ class ConsumerSources:
                 value = basic_auth_user(header("authorization"))
             if value and value.strip():
                 raw = value.strip()
-                return make_consumer(hash_identifier(raw, self.hash_key) if self.hash_ids else raw)
+                hashed = self.hash_ids or (kind == "header" and arg in self.hashed_headers)
+                return make_consumer(hash_identifier(raw, self.hash_key) if hashed else raw)
         return None
 
 

@@ -11,7 +11,8 @@ Compared with the official ``readme-metrics`` SDK: masking is case-insensitive a
 depth, query strings are masked, bodies are capped, ``content.size`` is the length of the
 logged text and ``bodySize`` the real body size, ``statusText`` is the reason phrase for
 every framework, failed deliveries are retried and spooled instead of dropped, and the URL
-honours ``X-Forwarded-*`` only when you trust the proxy.
+honours ``X-Forwarded-*`` only when you trust the proxy. Like the SDK, a body that is not
+valid in its charset is sent as ``[NOT VALID UTF-8]`` rather than as lossy text.
 """
 
 from __future__ import annotations
@@ -34,6 +35,15 @@ from spanlytics.spool import Batch, json_array_batches
 
 DEFAULT_BASE_URL = "https://metrics.readme.io"
 PATH = "/v1/request"
+NOT_VALID_UTF8 = "[NOT VALID UTF-8]"
+"""What ReadMe's SDKs send for a body they cannot decode (readme-metrics' Django, Flask and
+WSGI middleware)."""
+
+
+def _readable(text: str) -> str:
+    """The body as ReadMe's SDKs send it: a record's body holds U+FFFD where its bytes could
+    not be decoded, and the SDKs send their placeholder instead of such text."""
+    return NOT_VALID_UTF8 if "\ufffd" in text else text
 
 
 def readme_hash(value: str) -> str:
@@ -108,7 +118,7 @@ class ReadmeEncoder:
         if mime.split(";")[0].strip().lower() == "application/x-www-form-urlencoded":
             params = parse_qsl(record.request_body, keep_blank_values=True)
             return {"mimeType": mime, "params": _pairs(params)}
-        return {"mimeType": mime, "text": record.request_body}
+        return {"mimeType": mime, "text": _readable(record.request_body)}
 
     def entry(self, record: RequestRecord) -> dict[str, Any] | None:
         """One log object, or None for requests ReadMe does not log (OPTIONS, no group, host)."""
@@ -137,7 +147,7 @@ class ReadmeEncoder:
         post_data = self._post_data(record)
         if post_data is not None:
             request["postData"] = post_data
-        text = record.response_body or ""
+        text = _readable(record.response_body or "")
         response = {
             "status": record.status or 500,
             "statusText": _status_text(record.status),
