@@ -17,6 +17,8 @@ from spanlytics.config import Settings
 from spanlytics.consumer import ConsumerSources
 from spanlytics.exclusions import Exclusions
 from spanlytics.masking import Masker, MaskingRules
+from spanlytics.record import ExceptionInfo
+from tests.test_masking_leaks import make_record
 
 SECRET_LOOKING = "tok-7Qx2vR9w"
 
@@ -331,3 +333,25 @@ def test_configure_reads_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_pa
         is not None
     )
     provider.shutdown()
+
+
+def test_exception_masking_mode_from_the_environment_or_a_keyword(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    assert Settings.resolve().masking_rules().exceptions == "strict"  # the default
+    monkeypatch.setenv("SPANLYTICS_MASK_EXCEPTIONS", "Omit")
+    rules = Settings.resolve().masking_rules()
+    assert rules.exceptions == "omit"
+    trace = 'Traceback (most recent call last):\n  File "/app/x.py", line 3, in f\nValueError: bad hunter2'
+    record = make_record(exception=ExceptionInfo("ValueError", "bad hunter2", trace))
+    out = Masker(rules).mask_record(record).exception  # "bad hunter2" has no sensitive word
+    assert out is not None and "hunter2" not in out.message + out.stacktrace
+    assert 'File "/app/x.py", line 3, in f' in out.stacktrace
+    # a keyword beats the variable
+    assert Settings.resolve(mask_exceptions="rules").masking_rules().exceptions == "rules"
+    monkeypatch.setenv("SPANLYTICS_MASK_EXCEPTIONS", "keep-everything")
+    with caplog.at_level(logging.WARNING, logger="spanlytics"):
+        assert Settings.resolve().masking_rules().exceptions == "strict"
+    assert "SPANLYTICS_MASK_EXCEPTIONS" in caplog.text and "keep-everything" not in caplog.text
+    with pytest.raises(ValueError, match="mask_exceptions"):
+        Settings.resolve(mask_exceptions="full")

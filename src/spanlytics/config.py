@@ -156,6 +156,15 @@ def _http_headers(raw: str) -> tuple[str, ...]:
     return entries
 
 
+def _exception_mode(raw: str) -> str:
+    from spanlytics.masking import EXCEPTION_MODES
+
+    mode = raw.strip().lower()
+    if mode not in EXCEPTION_MODES:
+        raise ValueError(f"expected one of {', '.join(EXCEPTION_MODES)}")
+    return mode
+
+
 def _optional_str(raw: str) -> str | None:
     return raw.strip() or None
 
@@ -240,6 +249,7 @@ _ENV_PARSERS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "mask_headers": ("SPANLYTICS_MASK_HEADERS", _csv),
     "mask_fields": ("SPANLYTICS_MASK_FIELDS", _csv),
     "mask_allow": ("SPANLYTICS_MASK_ALLOW", _csv),
+    "mask_exceptions": ("SPANLYTICS_MASK_EXCEPTIONS", _exception_mode),
     "max_queue_size": ("SPANLYTICS_MAX_QUEUE_SIZE", _number_parser("max_queue_size")),
     "batch_size": ("SPANLYTICS_BATCH_SIZE", _number_parser("batch_size")),
     "flush_interval_s": ("SPANLYTICS_FLUSH_INTERVAL", _number_parser("flush_interval_s")),
@@ -316,6 +326,7 @@ class Settings:
     mask_headers: tuple[str, ...] = ()
     mask_fields: tuple[str, ...] = ()
     mask_allow: tuple[str, ...] = ()
+    mask_exceptions: str | None = None  # None: as ``masking`` says ("strict" by default)
     max_queue_size: int = 20_000
     batch_size: int = 512
     flush_interval_s: float = 1.0
@@ -374,6 +385,11 @@ class Settings:
             problems["http_headers"] = "expected Name=Value strings"
         else:
             problems["http_headers"] = _header_entries_problem(tuple(self.http_headers))
+        if self.mask_exceptions is not None:
+            try:
+                _exception_mode(self.mask_exceptions)
+            except (ValueError, AttributeError) as exc:
+                problems["mask_exceptions"] = str(exc) if isinstance(exc, ValueError) else "expected a string"
         bad = [f"{name} ({problem})" for name, problem in problems.items() if problem is not None]
         if bad:
             raise ValueError(f"invalid spanlytics setting(s): {'; '.join(bad)}")
@@ -463,4 +479,5 @@ class Settings:
             header_patterns=(*names(rules.header_patterns), *self.mask_headers, *hidden, *deny, *everything),
             field_patterns=(*names(rules.field_patterns), *self.mask_fields, *deny, *everything),
             allow=(*names(rules.allow), *self.mask_allow, *self.readme_allowlist),
+            exceptions=self.mask_exceptions or rules.exceptions,
         )
