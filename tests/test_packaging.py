@@ -180,7 +180,8 @@ def test_the_published_metadata(dists: Dists) -> None:
     meta = wheel_metadata(dists.wheel)
     assert meta["License-Expression"] == "Apache-2.0"
     classifiers = set(meta.get_all("Classifier") or [])
-    assert {f"Programming Language :: Python :: 3.{minor}" for minor in (10, 11, 12, 13)} <= classifiers
+    tested = {f"Programming Language :: Python :: 3.{minor}" for minor in (10, 11)}  # scripts/test.sh
+    assert {c for c in classifiers if c.startswith("Programming Language :: Python :: 3.")} == tested
     assert any(c.startswith("Development Status ::") for c in classifiers)
     urls = dict(u.split(", ", 1) for u in meta.get_all("Project-URL") or [])
     assert {"Homepage", "Source", "Issues", "Changelog"} <= set(urls)
