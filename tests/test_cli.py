@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
+import shlex
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import pytest
+
+import spanlytics
+from spanlytics.destinations.local import LocalStore
+from spanlytics.record import RequestRecord
 from tests.conftest import db_bytes
 from tests.support.servers import ROOT
 
@@ -55,3 +63,87 @@ def test_report_errors_are_clear(tmp_path: Path) -> None:
     assert foreign.returncode == 1 and "Traceback" not in foreign.stderr
     bad = subprocess.run([*SPANLYTICS, "report", "--since", "soon"], capture_output=True, text=True)
     assert bad.returncode == 2 and "invalid --since" in bad.stderr
+
+
+def many_endpoints_store(path: Path, endpoints: int) -> Path:
+    """A store whose JSON report is far larger than a pipe's buffer."""
+    now = time.time_ns()
+    records = [
+        RequestRecord(
+            record_id=f"r-{n}",
+            trace_id=f"{n:032x}",
+            span_id=f"{n:016x}",
+            start_time_ns=now - n,
+            duration_ms=1.0,
+            method="GET",
+            route=f"/endpoint-{n}",
+            path=f"/endpoint-{n}",
+            url=f"http://api.test/endpoint-{n}",
+            query="",
+            status=200,
+        )
+        for n in range(endpoints)
+    ]
+    store = LocalStore(path)
+    store.export(records)
+    store.shutdown()
+    return path
+
+
+@pytest.mark.parametrize("fmt", ["--json", None])
+def test_report_into_a_closed_pipe_exits_quietly(tmp_path: Path, fmt: str | None) -> None:
+    db = many_endpoints_store(tmp_path / "big.db", 3000)
+    command = " ".join(shlex.quote(arg) for arg in [*SPANLYTICS, "report", "--db", str(db)])
+    piped = subprocess.run(
+        ["bash", "-c", f"set -o pipefail; {command} {fmt or ''} | head -n 2"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert len(piped.stdout.splitlines()) == 2
+    assert piped.stderr == ""  # no BrokenPipeError traceback, no "Exception ignored" line
+    assert piped.returncode == 1  # what Python itself does on EPIPE
+
+
+@pytest.mark.parametrize(
+    ("since", "message"),
+    [
+        ("", "invalid duration ''"),
+        ("99999999999999999999999d", "at most 36500d"),
+        ("9" * 400, "at most 36500d"),
+        ("0s", "greater than zero"),
+    ],
+)
+def test_report_rejects_empty_and_absurd_since(tmp_path: Path, since: str, message: str) -> None:
+    db = many_endpoints_store(tmp_path / "s.db", 3)
+    bad = subprocess.run(
+        [*SPANLYTICS, "report", "--db", str(db), "--since", since], capture_output=True, text=True
+    )
+    assert bad.returncode == 2, bad.stdout
+    assert "invalid --since" in bad.stderr and message in bad.stderr
+    assert "Traceback" not in bad.stderr and bad.stdout == ""
+
+
+def test_report_since_on_the_command_line(tmp_path: Path) -> None:
+    db = many_endpoints_store(tmp_path / "s.db", 3)
+    out = subprocess.run(
+        [*SPANLYTICS, "report", "--db", str(db), "--since", "36500d", "--json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert json.loads(out.stdout)["total"] == 3
+
+
+def test_version_and_help(tmp_path: Path) -> None:
+    version = subprocess.run([*SPANLYTICS, "--version"], capture_output=True, text=True, check=True)
+    assert version.stdout.strip() == f"spanlytics {spanlytics.__version__}"
+    helptext = subprocess.run(
+        [*SPANLYTICS, "report", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "COLUMNS": "200"},
+    ).stdout
+    db_help = next(line for line in helptext.splitlines() if line.strip().startswith("--db"))
+    assert "SQLite file" in db_help and "SPANLYTICS_LOCAL_PATH" in db_help

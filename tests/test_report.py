@@ -8,13 +8,22 @@ import random
 import re
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from spanlytics.consumer import Consumer
 from spanlytics.destinations.local import LocalStore, SchemaError
 from spanlytics.record import RequestRecord
-from spanlytics.report import build_report, format_report, parse_duration, percentile
+from spanlytics.report import (
+    MAX_SINCE_S,
+    build_report,
+    consumers_query,
+    endpoints_query,
+    format_report,
+    parse_duration,
+    percentile,
+)
 
 NOW_NS = 1_700_000_000_000_000_000
 SECOND_NS = 1_000_000_000
@@ -243,3 +252,52 @@ def test_format_report_keeps_terminal_control_codes_out(tmp_path: Path) -> None:
     assert "\x1b" not in text and "\r" not in text
     assert "?[31mred?[0m" in text
     assert "g" * 59 + "…" in text and "g" * 60 not in text
+
+
+# --- the --since window: validation and the start-time index ---------------------------------
+
+
+@pytest.mark.parametrize("text", ["", " ", "99999999999999999999999d", "36501d", "9" * 400, "5300w"])
+def test_parse_duration_rejects_empty_and_absurd_windows(text: str) -> None:
+    with pytest.raises(ValueError, match="invalid duration"):
+        parse_duration(text)
+
+
+def test_the_longest_window_is_a_hundred_years(db: Path) -> None:
+    assert parse_duration("36500d") == MAX_SINCE_S
+    report = build_report(db, since_s=MAX_SINCE_S, now_ns=NOW_NS)
+    assert report["total"] == 105 and report["since"]["start"].startswith("1923-")
+
+
+@pytest.mark.parametrize("since_s", [1e300, math.inf, math.nan, 0.0, -5.0, MAX_SINCE_S * 1.01])
+def test_build_report_rejects_windows_it_cannot_compute(db: Path, since_s: float) -> None:
+    with pytest.raises(ValueError, match="invalid duration"):
+        build_report(db, since_s=since_s, now_ns=NOW_NS)
+
+
+def query_plan(db: Path, sql: str, params: tuple[int, ...]) -> str:
+    with sqlite3.connect(db) as conn:
+        return "\n".join(row[-1] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}", params))
+
+
+@pytest.mark.parametrize("query", [endpoints_query, consumers_query], ids=["endpoints", "consumers"])
+def test_a_window_is_searched_through_the_start_time_index(db: Path, query: Any) -> None:
+    # Walking the (method, route) or consumer index to spare the sort reads every row of the
+    # store whatever the window: 2.9 s for one hour of a 1M-record store, against 0.04 s.
+    plan = query_plan(db, *query(NOW_NS - 3600 * SECOND_NS))
+    assert "SEARCH requests USING INDEX requests_start_time (start_time_ns>?)" in plan, plan
+    # all time: one scan of the table in storage order, no index lookups row by row
+    plan = query_plan(db, *query(None))
+    assert plan.startswith("SCAN requests") and "INDEX" not in plan, plan
+
+
+def test_the_window_is_the_same_with_and_without_the_index(db: Path) -> None:
+    for since_s in (15, 25, 3601, MAX_SINCE_S):
+        report = build_report(db, since_s=since_s, now_ns=NOW_NS)
+        since_ns = report["since"]["start_time_ns"]
+        with sqlite3.connect(db) as conn:
+            (expected,) = conn.execute(
+                "SELECT count(*) FROM requests NOT INDEXED WHERE start_time_ns >= ?", (since_ns,)
+            ).fetchone()
+        assert report["total"] == expected
+        assert sum(c["count"] for c in report["consumers"]) == expected

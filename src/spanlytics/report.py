@@ -29,9 +29,19 @@ from typing import Any
 
 from spanlytics.destinations.local import connect_for_reading
 
-__all__ = ["build_report", "format_report", "parse_duration", "percentile"]
+__all__ = [
+    "MAX_SINCE_S",
+    "build_report",
+    "consumers_query",
+    "endpoints_query",
+    "format_report",
+    "parse_duration",
+    "percentile",
+]
 
-_MIN_NS = -(2**63)
+MAX_SINCE_S = 100 * 365 * 86400.0
+"""The longest ``since`` window: 100 years (36500d), far more than any store holds, and small
+enough that its start is still a date and a 64-bit SQLite integer of nanoseconds."""
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*", re.IGNORECASE)
 _PERCENTILES = (50, 95, 99)
@@ -44,15 +54,23 @@ def parse_duration(text: str) -> float:
     >>> parse_duration("15m")
     900.0
 
-    Raises :class:`ValueError` for anything else, including zero.
+    Raises :class:`ValueError` for anything else, including zero, an empty text and durations
+    longer than :data:`MAX_SINCE_S`.
     """
     match = _DURATION.fullmatch(text)
     if match is None:
         raise ValueError(f"invalid duration {text!r}: use a number with s, m, h, d or w (e.g. 15m, 7d)")
     seconds = float(match.group(1)) * _UNITS[match.group(2).lower()]
-    if seconds <= 0:
-        raise ValueError(f"invalid duration {text!r}: must be greater than zero")
+    _check_window(seconds, repr(text))
     return seconds
+
+
+def _check_window(seconds: float, shown: str) -> None:
+    # "not <=" also rejects NaN; inf and 1e300 would overflow the nanosecond arithmetic.
+    if not seconds > 0:
+        raise ValueError(f"invalid duration {shown}: must be greater than zero")
+    if not seconds <= MAX_SINCE_S:
+        raise ValueError(f"invalid duration {shown}: at most {MAX_SINCE_S / 86400:.0f}d (100 years)")
 
 
 def percentile(sorted_values: Sequence[float], pct: int) -> float | None:
@@ -68,14 +86,46 @@ def _mean(total: int, count: int) -> float | None:
     return total / count if count else None
 
 
-def _endpoints(conn: sqlite3.Connection, since_ns: int) -> list[dict[str, Any]]:
+def _window(since_ns: int | None) -> tuple[str, tuple[int, ...]]:
+    """The WHERE clause (and its parameters) of a report query: none at all for all time.
+
+    The report queries write their ORDER BY columns as ``+column``: the unary plus keeps
+    SQLite's planner from walking the (method, route) or consumer index to skip the sort, which
+    reads every row of the table in index order however short the window. Without that option
+    it searches the start-time index for the window and sorts only the rows it found: a
+    one-hour window of a 1M-record store is read in milliseconds instead of seconds. For all
+    time there is no WHERE clause, so the table is scanned once in storage order (a range over
+    the whole start-time index would look every row up one by one).
+    """
+    if since_ns is None:
+        return "", ()
+    return " WHERE start_time_ns >= ?", (since_ns,)
+
+
+def endpoints_query(since_ns: int | None) -> tuple[str, tuple[int, ...]]:
+    """The SQL (and parameters) behind the endpoints table: rows grouped by endpoint, fastest first."""
+    where, params = _window(since_ns)
+    sql = (
+        "SELECT method, route, duration_ms, status, request_size, response_size FROM requests"
+        f"{where} ORDER BY +method, +route, duration_ms"
+    )
+    return sql, params
+
+
+def consumers_query(since_ns: int | None) -> tuple[str, tuple[int, ...]]:
+    """The SQL (and parameters) behind the consumers table: rows grouped by consumer, oldest first."""
+    where, params = _window(since_ns)
+    sql = (
+        "SELECT consumer_id, consumer_name, consumer_group, status FROM requests"
+        f"{where} ORDER BY +consumer_id, +start_time_ns"
+    )
+    return sql, params
+
+
+def _endpoints(conn: sqlite3.Connection, since_ns: int | None) -> list[dict[str, Any]]:
     # One ordered pass: rows arrive grouped by endpoint with durations already sorted, so only
     # the current endpoint's durations are held in memory.
-    cursor = conn.execute(
-        "SELECT method, route, duration_ms, status, request_size, response_size FROM requests"
-        " WHERE start_time_ns >= ? ORDER BY method, route, duration_ms",
-        (since_ns,),
-    )
+    cursor = conn.execute(*endpoints_query(since_ns))
     endpoints = []
     for (method, route), rows in groupby(cursor, key=lambda row: (row[0], row[1])):
         durations: list[float] = []
@@ -108,12 +158,8 @@ def _endpoints(conn: sqlite3.Connection, since_ns: int) -> list[dict[str, Any]]:
     return endpoints
 
 
-def _consumers(conn: sqlite3.Connection, since_ns: int) -> list[dict[str, Any]]:
-    cursor = conn.execute(
-        "SELECT consumer_id, consumer_name, consumer_group, status FROM requests"
-        " WHERE start_time_ns >= ? ORDER BY consumer_id, start_time_ns",
-        (since_ns,),
-    )
+def _consumers(conn: sqlite3.Connection, since_ns: int | None) -> list[dict[str, Any]]:
+    cursor = conn.execute(*consumers_query(since_ns))
     consumers = []
     for consumer_id, rows in groupby(cursor, key=lambda row: row[0]):
         entry: dict[str, Any] = {
@@ -144,11 +190,13 @@ def build_report(
     ``since`` is ``None`` (everything) or ``{"seconds", "start_time_ns", "start"}`` (ISO 8601,
     UTC). Endpoints and consumers are sorted by request count, highest first.
 
-    Raises :class:`FileNotFoundError` when there is no database at ``path``.
+    Raises :class:`FileNotFoundError` when there is no database at ``path`` and
+    :class:`ValueError` when ``since_s`` is not in (0, :data:`MAX_SINCE_S`].
     """
     since: dict[str, Any] | None = None
-    since_ns = _MIN_NS
+    since_ns: int | None = None
     if since_s is not None:
+        _check_window(since_s, f"{since_s!r} s")
         now = time.time_ns() if now_ns is None else now_ns
         since_ns = now - round(since_s * 1e9)
         start = dt.datetime.fromtimestamp(since_ns / 1e9, tz=dt.timezone.utc)

@@ -2,7 +2,7 @@
 
 from fastapi import APIRouter, HTTPException, status
 
-from examples.demo_data import TOKEN_TTL_SECONDS, authenticate_user, issue_token
+from spanlytics.demo.data import TOKEN_TTL_SECONDS, authenticate_user, issue_token
 
 from ..deps import CurrentConsumer
 from ..models import Consumer, LoginRequest, Token

@@ -14,7 +14,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, HTTPException, Query, Response, status
 from fastapi.responses import StreamingResponse
 
-from examples.demo_data import ItemRecord
+from spanlytics.demo.data import ItemRecord
 
 from ..deps import CurrentConsumer, Store, get_current_consumer
 from ..models import Item, ItemCreate

@@ -8,7 +8,7 @@ from fastapi import Depends, HTTPException, Security, status
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 import spanlytics
-from examples.demo_data import ConsumerInfo, ItemStore, lookup_credential
+from spanlytics.demo.data import ConsumerInfo, ItemStore, lookup_credential
 
 # auto_error=False: we answer 401 ourselves, with one message for both ways of authenticating.
 bearer_scheme = HTTPBearer(auto_error=False, description="A demo API key or a token from /auth/login")
