@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
 from spanlytics._throttle import ThrottledLogger
+from spanlytics.sender_settings import header_problem
 
 if TYPE_CHECKING:
     from spanlytics.consumer import ConsumerSources
@@ -117,24 +118,6 @@ def _number_parser(name: str) -> Callable[[str], float]:
         return value
 
     return parse
-
-
-# RFC 9110 token characters: anything else in a header name is rejected by servers or proxies.
-_HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
-
-
-def header_problem(name: str, value: str) -> str | None:
-    """Why a header would fail on the wire, naming the header and never the value (an
-    Authorization value is a secret). http.client sends Latin-1 only and rejects line breaks."""
-    if not _HEADER_NAME.match(name):
-        return "a header name may only hold letters, digits and !#$%&'*+-.^_`|~"
-    try:
-        value.encode("latin-1")
-    except UnicodeEncodeError:
-        return f"the value of header {name} has characters outside Latin-1; encode them (base64)"
-    if any(c in value for c in "\r\n\0"):
-        return f"the value of header {name} has a line break or a NUL character"
-    return None
 
 
 def _header_entries_problem(entries: tuple[str, ...]) -> str | None:

@@ -7,10 +7,27 @@ value, instead of stopping the sender's thread on its first batch.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from spanlytics.config import header_problem
+# RFC 9110 token characters: anything else in a header name is rejected by servers or proxies.
+_HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+
+
+def header_problem(name: str, value: str) -> str | None:
+    """Why a header would fail on the wire, naming the header and never the value (an
+    Authorization value is a secret). http.client sends Latin-1 only and rejects line breaks."""
+    if not _HEADER_NAME.match(name):
+        return "a header name may only hold letters, digits and !#$%&'*+-.^_`|~"
+    try:
+        value.encode("latin-1")
+    except UnicodeEncodeError:
+        return f"the value of header {name} has characters outside Latin-1; encode them (base64)"
+    if any(c in value for c in "\r\n\0"):
+        return f"the value of header {name} has a line break or a NUL character"
+    return None
+
 
 MAX_SECONDS = 365 * 24 * 3600.0
 """Any duration setting beyond this is a mistake (and 1e300 s overflows every timed wait)."""
