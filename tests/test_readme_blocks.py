@@ -118,9 +118,9 @@ def command_kind(command: str) -> str | None:
         return "pip"
     if all(ASSIGNMENT.match(word) for word in words):
         return "environment"
-    if words[0] == "bash" or words[0].startswith(".venv/bin/"):
-        return "repository"
     program = next(word for word in words if not ASSIGNMENT.match(word))
+    if program == "bash" or program.startswith(".venv/bin/"):
+        return "repository"
     if program == "opentelemetry-instrument":
         return "zero-code"
     if program == "spanlytics" and words[words.index(program) + 1] == "report":
@@ -245,6 +245,8 @@ def check_pip_line(command: str) -> None:
 
 def check_repository_command(command: str) -> None:
     words = shlex.split(command, comments=True)
+    assignments = [word for word in words if ASSIGNMENT.match(word)]
+    words = words[len(assignments) :]
     program, arguments = words[0], words[1:]
     if program.startswith(".venv/bin/"):
         assert (BIN / program.removeprefix(".venv/bin/")).exists(), command
@@ -255,6 +257,9 @@ def check_repository_command(command: str) -> None:
         source = script.read_text()
         for option in (word for word in arguments if word.startswith("--")):
             assert f'"{option}"' in source, f"{command}: {script.name} has no {option}"
+    for assignment in assignments:  # a variable the README sets must be one the script reads
+        variable = assignment.partition("=")[0]
+        assert variable in script.read_text(), f"{command}: {script.name} does not read {variable}"
 
 
 def environment_from(commands: list[str]) -> dict[str, str]:

@@ -117,7 +117,8 @@ def _looks_like_credentials(match: str, token: str) -> bool:
     other tokens are not a lower-case word."""
     if match[:5].lower() == "basic":
         try:
-            return b":" in base64.b64decode(token + "=" * (-len(token) % 4), validate=True)
+            bare = token.rstrip("=")  # padding as it should be: Python 3.10 rejects excess "="
+            return b":" in base64.b64decode(bare + "=" * (-len(bare) % 4), validate=True)
         except ValueError:
             return False
     return len(token) >= 8 and not (token.isalpha() and token.islower())
