@@ -212,6 +212,38 @@ def test_string_keywords_for_list_settings() -> None:
     assert Settings.resolve(destinations="local, local").destinations == ("local",)
 
 
+@pytest.mark.parametrize(
+    ("name", "given", "expected"),
+    [
+        ("readme_allowed_hosts", "api.example.com", ("api.example.com",)),
+        ("readme_allowed_hosts", "a.example, b.example", ("a.example", "b.example")),
+        ("readme_denylist", "account_number", ("account_number",)),
+        ("readme_allowlist", "user,id", ("user", "id")),
+        ("mask_allow", "author, session_count", ("author", "session_count")),
+        ("http_headers", "Authorization=Bearer abc, X-Team=api", ("Authorization=Bearer abc", "X-Team=api")),
+    ],
+)
+def test_a_name_list_given_as_a_string_is_parsed_as_its_variable(
+    monkeypatch: pytest.MonkeyPatch, name: str, given: str, expected: tuple[str, ...]
+) -> None:
+    # (it used to be iterated character by character: a host check became a substring test)
+    assert getattr(Settings.resolve(**{name: given}), name) == expected
+    variable = {"mask_allow": "SPANLYTICS_MASK_ALLOW", "http_headers": "SPANLYTICS_HTTP_HEADERS"}.get(
+        name, f"SPANLYTICS_{name.upper()}"
+    )
+    monkeypatch.setenv(variable, given)
+    assert getattr(Settings.resolve(), name) == expected
+
+
+def test_a_denylisted_field_given_as_a_string_is_masked() -> None:
+    rules = Settings.resolve(readme_denylist="account_ref").masking_rules()
+    masked, fields = Masker(rules).mask_query("account_ref=77&a=1", "request.query")
+    assert masked == "account_ref=%5Bmasked%5D&a=1" and fields
+    with pytest.raises(ValueError, match="http_headers") as error:
+        Settings.resolve(http_headers="Authorization: Bearer s3cret")  # no "=": not Name=Value
+    assert "s3cret" not in str(error.value)
+
+
 def test_settings_are_frozen_and_compare_by_value() -> None:
     settings = Settings.resolve(local_path="/tmp/a.db")
     with pytest.raises(dataclasses.FrozenInstanceError):

@@ -168,17 +168,21 @@ def _apitally_env(raw: str) -> str:
     return raw.strip()
 
 
-_LIST_SETTINGS = frozenset(
+# Settings that hold several values. Given as one string in code, a list of names is parsed
+# exactly as its environment variable (comma-separated); a list of regexes keeps the string
+# as one pattern, since a regex may hold a comma (``a{1,3}``).
+_NAME_LISTS = frozenset(
     {
         "destinations",
         "consumer_from",
-        "exclude_paths",
-        "exclude_user_agents",
-        "mask_headers",
-        "mask_fields",
         "mask_allow",
+        "readme_allowed_hosts",
+        "readme_denylist",
+        "readme_allowlist",
+        "http_headers",
     }
 )
+_REGEX_LISTS = frozenset({"exclude_paths", "exclude_user_agents", "mask_headers", "mask_fields"})
 
 _ENV_PARSERS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "enabled": ("SPANLYTICS_ENABLED", _bool),
@@ -341,9 +345,13 @@ class Settings:
         for name, given in overrides.items():
             if given is None:
                 continue
-            if isinstance(given, str) and name in _LIST_SETTINGS:
-                # a list given as one string: names split on commas; a regex is one pattern
-                values[name] = _csv(given) if name in ("destinations", "consumer_from") else (given,)
+            if isinstance(given, str) and name in _NAME_LISTS:
+                try:
+                    values[name] = _ENV_PARSERS[name][1](given)
+                except ValueError as exc:  # the message names the expectation, never the value
+                    raise ValueError(f"invalid spanlytics setting(s): {name} ({exc})") from None
+            elif isinstance(given, str) and name in _REGEX_LISTS:
+                values[name] = (given,)
             else:
                 values[name] = given
         if "destinations" in values:
