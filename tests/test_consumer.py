@@ -144,3 +144,43 @@ def test_set_consumer_in_flask_and_precedence(pipeline: Pipeline) -> None:
 
 def test_set_consumer_outside_a_request_is_harmless() -> None:
     spanlytics.set_consumer("nobody")  # no capture, no span: nothing happens, nothing raises
+
+
+def test_wsgi_environ_consumer_key_as_documented_over_a_real_socket(pipeline: Pipeline) -> None:
+    import threading
+    import urllib.request
+
+    from werkzeug.serving import make_server
+
+    spanlytics.configure(tracer_provider=pipeline.provider)
+    app = flask.Flask(__name__)
+
+    @app.get("/documented")
+    def documented() -> dict[str, bool]:
+        flask.request.environ["spanlytics.consumer"] = {"id": "environ-consumer", "group": "wsgi"}
+        return {"ok": True}
+
+    @app.get("/alias")
+    def alias() -> dict[str, bool]:
+        flask.request.environ["spanlytics_consumer"] = "alias-consumer"
+        return {"ok": True}
+
+    FlaskInstrumentor.instrument_app(app, tracer_provider=pipeline.provider)
+    spanlytics.instrument_app(app)
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        for path in ("/documented", "/alias"):
+            with urllib.request.urlopen(
+                f"http://127.0.0.1:{server.server_port}{path}", timeout=10
+            ) as response:
+                assert response.status == 200
+    finally:
+        server.shutdown()
+        thread.join(timeout=10)
+    consumers = {r.path: r.consumer for r in pipeline.records()}
+    assert consumers == {
+        "/documented": Consumer("environ-consumer", group="wsgi"),
+        "/alias": Consumer("alias-consumer"),
+    }

@@ -140,7 +140,10 @@ def identify_at_end(capture: Capture, options: CaptureOptions, state: Mapping[st
     """
     if state:
         try:
-            capture.offer_consumer(coerce_consumer(state.get("spanlytics_consumer")), RANK_STATE)
+            # ASGI request state holds "spanlytics_consumer"; a WSGI environ the documented
+            # "spanlytics.consumer" (the other spelling is accepted there too)
+            value = state.get("spanlytics.consumer", state.get("spanlytics_consumer"))
+            capture.offer_consumer(coerce_consumer(value), RANK_STATE)
         except Exception as exc:
             _log.failure("consumer.state", "could not read the consumer from request state", exc)
     callback = options.identify_consumer
