@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from opentelemetry.instrumentation.flask import FlaskInstrumentor
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
@@ -127,8 +127,9 @@ def test_queue_is_bounded_and_drops_oldest(tmp_path: Path) -> None:
     assert [r.path for r in destination.records] == [f"/{i}" for i in range(7, 12)]
     stats = exporter.stats()
     assert stats["dropped_queue_full"] == 7 and stats["records_exported"] == 5
-    exporter.export(spans[:1])
+    assert exporter.export(spans[:1]) is SpanExportResult.FAILURE  # the SDK's convention
     assert exporter.stats()["dropped_after_shutdown"] == 1
+    exporter.shutdown()  # idempotent
 
 
 def test_configure_is_idempotent_and_keeps_user_processors(tmp_path: Path) -> None:

@@ -207,6 +207,9 @@ class SpanlyticsExporter(SpanExporter):
         exporter directly (the zero-code hook arranges that): the processor sees every
         recorded server span, sampled or not, so taking the SDK's copy too would duplicate.
         """
+        if self._stopped:  # the SDK's convention: an exporter that was shut down fails
+            self._counters["dropped_after_shutdown"] += sum(s.kind is SpanKind.SERVER for s in spans)
+            return SpanExportResult.FAILURE
         if self.fed_by_processor:
             return SpanExportResult.SUCCESS
         for span in spans:
