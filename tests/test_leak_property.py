@@ -271,6 +271,7 @@ def test_no_secret_leaks_in_process(
         for record in caplog.records
         if record.name.startswith("spanlytics")
     ]
+    assert logs, "no spanlytics log record was captured: the log channel is not watched"
     sinks = sqlite_sinks(db) + destinations.remote_sinks() + logs + span_sinks(user_exporter)
     assert_no_leaks(sent, sinks, [db], expected={"user-exporter": recorded_by_instrumentor})
 
@@ -341,7 +342,9 @@ def test_no_secret_leaks_over_real_sockets(tmp_path: Path, destinations: Destina
     assert codes["fastapi"] in (0, -15) and codes["flask"] == 0, codes
 
     sinks = [s for db in dbs.values() for s in sqlite_sinks(db)] + destinations.remote_sinks()
-    sinks += [text_sink("logs", "spanlytics loggers (file)", log_path.read_text(errors="replace"))]
+    spanlytics_log = log_path.read_text(errors="replace")
+    assert "spanlytics" in spanlytics_log, "the servers' spanlytics log records were not captured"
+    sinks += [text_sink("logs", "spanlytics loggers (file)", spanlytics_log)]
     sinks += [text_sink("server-output", name, server.log()) for name, server in servers.items()]
     assert_no_leaks(cases, sinks, list(dbs.values()), expected={"server-output": raised_by_app})
 

@@ -314,7 +314,7 @@ def _(draw: st.DrawFn) -> Spec:
 @position("query.iban")
 def _(draw: st.DrawFn) -> Spec:
     s = iban(draw(hex_))
-    return Spec(s, query=urlencode({draw(st.sampled_from(["iban", "IBAN", "account"])): s}))
+    return Spec(s, query=urlencode({draw(st.sampled_from(["iban", "IBAN", "bank_account"])): s}))
 
 
 @position("query.innocent-name.jwt")
@@ -503,14 +503,31 @@ def _(draw: st.DrawFn) -> Spec:
                 f"password={s}",
                 f"user=bob&password={s}",
                 f"Bearer {s}",
-                f"Token {s}",
+                f"Basic {base64.b64encode(f'bob:{s}'.encode()).decode()}",
                 jwt_with(s),
-                f"postgres://bob:{s}@db.internal:5432/app",
-                f"https://bob:{s}@api.example.com/",
             ]
         )
     )
-    name = draw(st.sampled_from(["note", "message", "header", "dsn", "url", "comment"]))
+    name = draw(st.sampled_from(["note", "message", "header", "comment"]))
+    return Spec(s, "POST", "/leak/echo", body=_json_body({"ref": keep, name: value}), content_type=JSON)
+
+
+@position("json.string-value.other-scheme")
+def _(draw: st.DrawFn) -> Spec:
+    # issue 12 item 3: any scheme, not only bearer and basic
+    s, keep = _secret(draw), draw(controls)
+    value = draw(st.sampled_from([f"Token {s}", f"ApiKey {s}", f"Authorization: Token {s}"]))
+    return Spec(s, "POST", "/leak/echo", body=_json_body({"ref": keep, "header": value}), content_type=JSON)
+
+
+@position("json.string-value.url-userinfo")
+def _(draw: st.DrawFn) -> Spec:
+    # beyond the issue's list, as common scrubbers do: a password in a URL's user info
+    s, keep = _secret(draw), draw(controls)
+    value = draw(
+        st.sampled_from([f"postgres://bob:{s}@db.internal:5432/app", f"https://bob:{s}@api.example.com/"])
+    )
+    name = draw(st.sampled_from(["dsn", "url", "callback"]))
     return Spec(s, "POST", "/leak/echo", body=_json_body({"ref": keep, name: value}), content_type=JSON)
 
 
@@ -557,12 +574,20 @@ def _(draw: st.DrawFn) -> Spec:
                 f"Authorization: Token {s}",
                 f"authorization: ApiKey {s}",
                 f"password=abc,{s}",  # a value with a comma
-                f"login with password {s} failed",
-                f"the token is {s}",
                 f"export API_KEY={s}",
                 f"password = '{s}'",
             ]
         )
+    )
+    return Spec(s, "POST", "/leak/echo", body=text.encode(), content_type="text/plain")
+
+
+@position("text.prose")
+def _(draw: st.DrawFn) -> Spec:
+    # the shape of "bad password hunter2": a sensitive word, then the value, no = or :
+    s = _secret(draw)
+    text = draw(
+        st.sampled_from([f"login with password {s} failed", f"the token is {s}", f"bad password {s}"])
     )
     return Spec(s, "POST", "/leak/echo", body=text.encode(), content_type="text/plain")
 
@@ -594,13 +619,27 @@ def _(draw: st.DrawFn) -> Spec:
                 f"<login><user>bob</user><password>{s}</password></login>",
                 f'<login><password type="plain">{s}</password></login>',
                 f"<login><password><![CDATA[{s}]]></password></login>",
-                f'<config><entry key="api_key" value="{s}"/></config>',
                 f"<soap:Envelope><wsse:Password>{s}</wsse:Password></soap:Envelope>",
             ]
         )
     )
     ctype = draw(st.sampled_from(["application/xml", "text/xml", "application/soap+xml"]))
     return Spec(s, "POST", "/leak/echo", body=text.encode(), content_type=ctype)
+
+
+@position("text.xml-attribute-value")
+def _(draw: st.DrawFn) -> Spec:
+    # beyond the issue's list: the name and the value as attributes of one element
+    s = _secret(draw)
+    text = draw(
+        st.sampled_from(
+            [
+                f'<config><entry key="api_key" value="{s}"/></config>',
+                f'<login user="bob" password="{s}"/>',
+            ]
+        )
+    )
+    return Spec(s, "POST", "/leak/echo", body=text.encode(), content_type="application/xml")
 
 
 # --- charsets ------------------------------------------------------------------------------
