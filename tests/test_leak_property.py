@@ -3,10 +3,11 @@ JSON at depth, string values, free text, exceptions, echoes, the user agent, the
 id) never show that secret in any byte spanlytics stores, sends, spools or logs.
 
 Every destination is on at once: the local SQLite store (rows, and the raw file with its
-WAL), the generic ``http`` destination (a stub answering 503, so every batch is also
-spooled to disk), ReadMe and Apitally with request logging and every logging option on
-(loopback stubs). Each request also carries innocent control values that must survive in
-the local store, so dropping everything cannot pass.
+WAL), the generic ``http`` destination, ReadMe and Apitally with request logging and every
+logging option on (loopback stubs that record every body they are sent), and the spool: in
+process the ``http`` stub answers 503, over sockets ReadMe's and Apitally's log uploads do,
+so those batches are also written to disk. Each request also carries innocent control
+values that must survive in the local store, so dropping everything cannot pass.
 
 * ``test_no_secret_leaks_in_process``: hypothesis draws batches (one request per position
   and framework) through a real SDK TracerProvider, a FastAPI app (TestClient) and a Flask
@@ -17,13 +18,17 @@ the local store, so dropping everything cannot pass.
 
 A failure lists each leaking position with the frameworks and destinations it reached, a
 window of the bytes with the secret replaced by ``<SECRET>``, and the request that did it.
+To iterate on one class of fix: ``LEAK_POSITIONS=json.,text.`` (position prefixes) and
+``LEAK_BATCHES=40`` (more in-process examples); CI runs them all with the defaults.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,11 +54,11 @@ from tests.support.leak_scan import (
     sqlite_sinks,
     text_sink,
 )
-from tests.support.servers import free_port, gunicorn_argv, start_server, uvicorn_argv
+from tests.support.servers import ServerProcess, free_port, gunicorn_argv, start_server, uvicorn_argv
 
 CLIENT_ID = "0f6c3e8a-2b1d-4c5e-9a7b-3d2e1f0a9b8c"
 README_KEY = "rdme_leaktestkey"
-IN_PROCESS_BATCHES = 12
+IN_PROCESS_BATCHES = int(os.environ.get("LEAK_BATCHES", "12"))  # hypothesis examples, ~100 requests each
 
 
 @dataclass
@@ -112,27 +117,33 @@ class Destinations:
         return env
 
     def remote_sinks(self) -> list[Sink]:
-        sinks = []
+        """What the stubs received (each distinct body once: retries resend the same bytes)
+        and every file in the spool."""
+        sinks: dict[tuple[str, bytes], Sink] = {}
+
+        def add(sink: Sink) -> None:
+            sinks.setdefault((sink.destination, sink.data), sink)
+
         for name, stub in (("http", self.http), ("readme", self.readme)):
             for received in stub.requests():
-                sinks.append(Sink(name, f"POST {received.path} body", received.body))
-                sinks.append(Sink(name, f"POST {received.path} headers", repr(received.headers).encode()))
+                add(Sink(name, f"POST {received.path} body", received.body))
+                add(Sink(name, f"POST {received.path} headers", repr(received.headers).encode()))
         for message in self.hub.messages:
-            sinks.append(Sink("apitally", f"{message.kind} body", message.raw))
-            sinks.append(
+            add(Sink("apitally", f"{message.kind} body", message.raw))
+            add(
                 Sink(
                     "apitally",
                     f"{message.kind} query+headers",
                     repr((message.query, message.headers)).encode(),
                 )
             )
-        return sinks + directory_sinks("spool", self.spool)
+        return [*sinks.values(), *directory_sinks("spool", self.spool)]
 
 
 @pytest.fixture
 def destinations(tmp_path: Path) -> Iterator[Destinations]:
     http, readme, hub = IngestStub(), IngestStub(), ApitallyHub()
-    http.mode = ("status", 503)  # down: every batch is retried and spooled
+    http.mode = ("status", 503)  # down: its batches are retried and spooled
     try:
         yield Destinations(tmp_path, http, readme, hub)
     finally:
@@ -271,6 +282,7 @@ def test_no_secret_leaks_in_process(
         for record in caplog.records
         if record.name.startswith("spanlytics")
     ]
+    assert logs, "no spanlytics log record was captured: the log channel is not watched"
     sinks = sqlite_sinks(db) + destinations.remote_sinks() + logs + span_sinks(user_exporter)
     assert_no_leaks(sent, sinks, [db], expected={"user-exporter": recorded_by_instrumentor})
 
@@ -312,36 +324,45 @@ def _send_socket(session: requests.Session, base_url: str, case: LeakCase) -> No
 
 
 def test_no_secret_leaks_over_real_sockets(tmp_path: Path, destinations: Destinations) -> None:
-    cases = drawn_cases(2)
+    # here the http destination is up, and ReadMe and Apitally's log uploads are down: their
+    # batches (HAR JSON, gzip NDJSON with base64 bodies) are what is spooled this time
+    destinations.http.mode = ("ok",)
+    destinations.readme.mode = ("status", 503)
+    destinations.hub.answers["log"] = (503, {})
+    cases = drawn_cases(3)
     log_path = tmp_path / "spanlytics-log.txt"
     dbs = {"fastapi": tmp_path / "fastapi.db", "flask": tmp_path / "flask.db"}
     common = {"LEAK_SERVED": "1", "LEAK_SPANLYTICS_LOG": str(log_path)}
-    servers = {}
-    try:
+    argv = {
+        "fastapi": lambda port: uvicorn_argv("tests.support.leak_apps:fastapi_app", port),
+        "flask": lambda port: gunicorn_argv("tests.support.leak_apps:flask_app", port, "--workers", "1"),
+    }
+    servers: dict[str, ServerProcess] = {}
+
+    def start(name: str) -> None:
         port = free_port()
-        servers["fastapi"] = start_server(
-            uvicorn_argv("tests.support.leak_apps:fastapi_app", port),
-            port=port,
-            log_dir=tmp_path,
-            env={**destinations.env(dbs["fastapi"]), **common},
-        )
-        port = free_port()
-        servers["flask"] = start_server(
-            gunicorn_argv("tests.support.leak_apps:flask_app", port, "--workers", "1"),
-            port=port,
-            log_dir=tmp_path,
-            env={**destinations.env(dbs["flask"]), **common},
-        )
+        env = {**destinations.env(dbs[name]), **common}
+        servers[name] = start_server(argv[name](port), port=port, log_dir=tmp_path, env=env)
+
+    def send(name: str) -> None:
         with requests.Session() as session:
             for case in cases:
-                _send_socket(session, servers[case.framework].base_url, case)
+                if case.framework == name:
+                    _send_socket(session, servers[name].base_url, case)
+
+    try:
+        with ThreadPoolExecutor(len(argv)) as pool:  # both servers at once: half the wall time
+            list(pool.map(start, argv))
+            list(pool.map(send, argv))
     finally:
         codes = {name: server.stop() for name, server in servers.items()}
     # uvicorn re-raises SIGTERM after its graceful shutdown (README "Servers")
     assert codes["fastapi"] in (0, -15) and codes["flask"] == 0, codes
 
     sinks = [s for db in dbs.values() for s in sqlite_sinks(db)] + destinations.remote_sinks()
-    sinks += [text_sink("logs", "spanlytics loggers (file)", log_path.read_text(errors="replace"))]
+    spanlytics_log = log_path.read_text(errors="replace")
+    assert "spanlytics" in spanlytics_log, "the servers' spanlytics log records were not captured"
+    sinks += [text_sink("logs", "spanlytics loggers (file)", spanlytics_log)]
     sinks += [text_sink("server-output", name, server.log()) for name, server in servers.items()]
     assert_no_leaks(cases, sinks, list(dbs.values()), expected={"server-output": raised_by_app})
 
