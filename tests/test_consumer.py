@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 import flask
 import pytest
+import requests
 from fastapi import Depends, FastAPI, Request
 from fastapi.testclient import TestClient
 from opentelemetry import trace
@@ -15,7 +17,9 @@ from opentelemetry.instrumentation.flask import FlaskInstrumentor
 
 import spanlytics
 from spanlytics.consumer import Consumer, coerce_consumer, make_consumer
+from spanlytics.destinations.local import iter_records
 from tests.conftest import Pipeline
+from tests.support.servers import free_port, gunicorn_argv, start_server
 
 
 def test_make_consumer_validation(caplog: pytest.LogCaptureFixture) -> None:
@@ -146,40 +150,21 @@ def test_set_consumer_outside_a_request_is_harmless() -> None:
     spanlytics.set_consumer("nobody")  # no capture, no span: nothing happens, nothing raises
 
 
-def test_wsgi_environ_consumer_key_as_documented_over_a_real_socket(pipeline: Pipeline) -> None:
-    import threading
-    import urllib.request
-
-    from werkzeug.serving import make_server
-
-    spanlytics.configure(tracer_provider=pipeline.provider)
-    app = flask.Flask(__name__)
-
-    @app.get("/documented")
-    def documented() -> dict[str, bool]:
-        flask.request.environ["spanlytics.consumer"] = {"id": "environ-consumer", "group": "wsgi"}
-        return {"ok": True}
-
-    @app.get("/alias")
-    def alias() -> dict[str, bool]:
-        flask.request.environ["spanlytics_consumer"] = "alias-consumer"
-        return {"ok": True}
-
-    FlaskInstrumentor.instrument_app(app, tracer_provider=pipeline.provider)
-    spanlytics.instrument_app(app)
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+def test_wsgi_environ_consumer_key_as_documented_over_a_real_socket(tmp_path: Path) -> None:
+    db = tmp_path / "store.db"
+    port = free_port()
+    server = start_server(
+        gunicorn_argv("tests.support.environ_consumer_app:app", port),
+        port=port,
+        log_dir=tmp_path,
+        env={"SPANLYTICS_LOCAL_PATH": str(db), "SPANLYTICS_FLUSH_INTERVAL": "0.05"},
+    )
     try:
         for path in ("/documented", "/alias"):
-            with urllib.request.urlopen(
-                f"http://127.0.0.1:{server.server_port}{path}", timeout=10
-            ) as response:
-                assert response.status == 200
+            assert requests.get(f"{server.base_url}{path}", timeout=10).json() == {"ok": True}
     finally:
-        server.shutdown()
-        thread.join(timeout=10)
-    consumers = {r.path: r.consumer for r in pipeline.records()}
+        server.stop()  # SIGTERM: gunicorn's worker flushes spanlytics
+    consumers = {r.path: r.consumer for r in iter_records(db)}
     assert consumers == {
         "/documented": Consumer("environ-consumer", group="wsgi"),
         "/alias": Consumer("alias-consumer"),
