@@ -387,3 +387,5 @@ def test_exception_masking_mode_from_the_environment_or_a_keyword(
     assert "SPANLYTICS_MASK_EXCEPTIONS" in caplog.text and "keep-everything" not in caplog.text
     with pytest.raises(ValueError, match="mask_exceptions"):
         Settings.resolve(mask_exceptions="full")
+    with pytest.raises(ValueError, match="mask_exceptions"):  # the masker takes no other spelling
+        Settings.resolve(mask_exceptions="Omit")

@@ -377,10 +377,12 @@ class Settings:
         else:
             problems["http_headers"] = _header_entries_problem(tuple(self.http_headers))
         if self.mask_exceptions is not None:
-            try:
-                _exception_mode(self.mask_exceptions)
-            except (ValueError, AttributeError) as exc:
-                problems["mask_exceptions"] = str(exc) if isinstance(exc, ValueError) else "expected a string"
+            from spanlytics.masking import EXCEPTION_MODES
+
+            # exactly one of the modes: the masker refuses any other spelling ("Omit"), and
+            # would then disable spanlytics at its first record instead of failing here
+            if self.mask_exceptions not in EXCEPTION_MODES:
+                problems["mask_exceptions"] = f"expected one of {', '.join(EXCEPTION_MODES)}"
         bad = [f"{name} ({problem})" for name, problem in problems.items() if problem is not None]
         if bad:
             raise ValueError(f"invalid spanlytics setting(s): {'; '.join(bad)}")
