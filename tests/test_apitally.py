@@ -20,7 +20,7 @@ from examples.demo_data import API_KEYS
 
 from spanlytics.config import Settings
 from spanlytics.consumer import Consumer
-from spanlytics.delivery import SenderSettings
+from spanlytics.delivery.settings import SenderSettings
 from spanlytics.destinations.apitally import (
     Aggregator,
     ApitallyDestination,

@@ -292,7 +292,7 @@ def test_instrumentor_patches_and_uninstrument_restores(tmp_path: Path) -> None:
     from starlette.applications import Starlette
 
     import spanlytics
-    from spanlytics.auto import SpanlyticsInstrumentor
+    from spanlytics.otel.auto import SpanlyticsInstrumentor
     from tests.support import plain_apps
 
     originals = (Starlette.__call__, flask.app.Flask.__call__)

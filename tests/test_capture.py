@@ -389,7 +389,7 @@ def test_instrument_app_without_the_framework_extra_says_what_to_install(
 ) -> None:
     import sys
 
-    from spanlytics.capture.install import instrument_app
+    from spanlytics.otel.instrument import instrument_app
 
     # the instrumentation is an extra of spanlytics: as if it were not installed
     monkeypatch.setitem(sys.modules, f"opentelemetry.instrumentation.{framework}", None)

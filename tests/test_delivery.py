@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from spanlytics.delivery import Batch, Sender, SenderSettings, Spool, retry_after_s
+from spanlytics.delivery.sender import Sender, retry_after_s
+from spanlytics.delivery.settings import SenderSettings
+from spanlytics.delivery.spool import Batch, Spool
 from tests.support.ingest_stub import IngestStub
 from tests.support.servers import poll_until
 

@@ -165,7 +165,7 @@ def test_invalid_user_mask_pattern_disables_recording(caplog: Any) -> None:
 def test_records_are_built_in_slices_and_handed_on_in_batches(tmp_path: Path) -> None:
     # The worker wakes every WAKE_AT spans, but destinations get batches of batch_size (or
     # whatever is built when flushed): SQLite writes its pages once per batch, not per slice.
-    from spanlytics.exporter import WAKE_AT
+    from spanlytics.otel.exporter import WAKE_AT
 
     class BatchesDestination(ListDestination):
         def __init__(self) -> None:

@@ -31,7 +31,7 @@ from opentelemetry.util.types import Attributes
 
 import spanlytics
 from spanlytics.destinations.local import iter_records
-from spanlytics.sampling import SpanlyticsSampler, install_sampler
+from spanlytics.otel.sampling import SpanlyticsSampler, install_sampler
 
 TRACE_ID = 0x5B8EFFF798038103D269B633813FC60C
 REQUESTS = 400

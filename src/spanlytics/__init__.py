@@ -9,7 +9,6 @@
 import sys
 
 from spanlytics.__about__ import VERSION
-from spanlytics._configure import configure, flush, shutdown, stats
 from spanlytics.capture import (
     ASGICaptureMiddleware,
     CaptureOptions,
@@ -19,18 +18,19 @@ from spanlytics.capture import (
 )
 from spanlytics.config import Settings
 from spanlytics.consumer import Consumer, set_consumer
-from spanlytics.exporter import SpanlyticsExporter
 from spanlytics.masking import KEEP, Masker, MaskingRules
-from spanlytics.processor import SpanlyticsProcessor
+from spanlytics.otel.configure import configure, flush, shutdown, stats
+from spanlytics.otel.exporter import SpanlyticsExporter
+from spanlytics.otel.processor import SpanlyticsProcessor
+from spanlytics.otel.sampling import SpanlyticsSampler
 from spanlytics.record import RequestRecord
-from spanlytics.sampling import SpanlyticsSampler
 
 __version__ = VERSION
 
 if "opentelemetry.instrumentation.auto_instrumentation" in sys.modules:
     # An opentelemetry-instrument run: it imports us as a traces exporter before it imports
     # the metrics and logs exporters, so this is the moment to warn if those are missing.
-    from spanlytics.auto import warn_if_zero_code_set_up_aborts
+    from spanlytics.otel.auto import warn_if_zero_code_set_up_aborts
 
     warn_if_zero_code_set_up_aborts()
 

@@ -17,11 +17,11 @@ from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
 from spanlytics._throttle import ThrottledLogger
-from spanlytics.sender_settings import header_problem
+from spanlytics.delivery.settings import header_problem
 
 if TYPE_CHECKING:
     from spanlytics.consumer import ConsumerSources
-    from spanlytics.delivery import SenderSettings
+    from spanlytics.delivery.settings import SenderSettings
     from spanlytics.exclusions import Exclusions
     from spanlytics.masking import MaskingRules
 
@@ -391,7 +391,7 @@ class Settings:
         self, base_url: str, headers: tuple[tuple[str, str], ...] = (), gzip: bool = False
     ) -> SenderSettings:
         """Delivery settings for one remote destination."""
-        from spanlytics.delivery import SenderSettings
+        from spanlytics.delivery.settings import SenderSettings
 
         return SenderSettings(
             base_url=base_url.rstrip("/"),

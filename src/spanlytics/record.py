@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import codecs
 import operator
-import os
 import random
 import re
 import uuid
@@ -38,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from opentelemetry.trace import SpanKind
 
+from spanlytics._process import on_reset
 from spanlytics.consumer import (
     ATTR_CONSUMER_GROUP,
     ATTR_CONSUMER_ID,
@@ -111,9 +111,11 @@ class RequestRecord:
     exception: ExceptionInfo | None = None
     service_name: str | None = None
     masked: tuple[MaskedField, ...] = field(default=())
-    authorization_hash: str | None = None
-    """ReadMe's hash of the raw Authorization header, for destinations that log it that way;
-    set before masking, only when such a destination is configured; never stored locally."""
+    annotations: tuple[tuple[str, str], ...] = ()
+    """(name, value) pairs that a destination derived from the unmasked request before
+    masking (its ``before_mask`` hook), such as ReadMe's hash of the Authorization header.
+    Each name starts with the destination's name; only that destination reads it, and
+    :func:`record_fields` leaves them out, so no other destination stores or sends them."""
 
     @property
     def is_error(self) -> bool:
@@ -127,12 +129,15 @@ class RequestRecord:
 _RECORD_FIELDS = tuple(f.name for f in fields(RequestRecord))
 _record_values = operator.attrgetter(*_RECORD_FIELDS)
 _record_slots: dict[str, Any] = {name: getattr(RequestRecord, name) for name in _RECORD_FIELDS}
+_PUBLIC_FIELDS = tuple(name for name in _RECORD_FIELDS if name != "annotations")
+_public_values = operator.attrgetter(*_PUBLIC_FIELDS)
 
 
 def record_fields(record: RequestRecord) -> dict[str, Any]:
     """The record's fields by name, one level deep (``dataclasses.asdict`` without its deep
-    copy of every header tuple: several times faster)."""
-    return dict(zip(_RECORD_FIELDS, _record_values(record), strict=True))
+    copy of every header tuple: several times faster), without the destinations' private
+    :attr:`~RequestRecord.annotations`."""
+    return dict(zip(_PUBLIC_FIELDS, _public_values(record), strict=True))
 
 
 def replace_record(record: RequestRecord, **changes: Any) -> RequestRecord:
@@ -317,7 +322,7 @@ def _authority(scheme: str, host: str | None, port: int | None) -> str:
 
 
 _ids = random.Random()  # seeded from os.urandom; reseeded in every forked child
-os.register_at_fork(after_in_child=_ids.seed)
+on_reset(_ids.seed, in_child=True)
 
 
 def new_record_id() -> str:

@@ -167,7 +167,7 @@ async def capture_asgi(
 def _flush_on_shutdown(send: Send) -> Send:
     async def send_wrapper(message: Message) -> None:
         if message.get("type") in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
-            from spanlytics._configure import flush
+            from spanlytics.otel.configure import flush
 
             flush(timeout_s=10.0)
         await send(message)

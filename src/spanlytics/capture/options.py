@@ -33,7 +33,7 @@ class CaptureOptions:
     internal_spans: bool | None = None
     """Keep the ASGI middleware's ``receive``/``send`` spans where spanlytics applies or
     tunes the instrumentation: ``None`` keeps them unless spanlytics is the only span
-    processor (see :func:`spanlytics.capture.install.keep_internal_spans`)."""
+    processor (see :func:`spanlytics.otel.instrument.keep_internal_spans`)."""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> CaptureOptions:

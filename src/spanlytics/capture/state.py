@@ -15,13 +15,13 @@ it back when the response is done (see :meth:`CaptureStore.park`).
 from __future__ import annotations
 
 import contextvars
-import os
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeAlias, overload
 
+from spanlytics._process import on_reset
 from spanlytics.consumer import Consumer
 
 if TYPE_CHECKING:
@@ -281,4 +281,4 @@ class CaptureStore:
 
 STORE = CaptureStore()
 """The process-wide side channel; shared by every middleware, processor and exporter."""
-os.register_at_fork(after_in_child=STORE.reset_after_fork)
+on_reset(STORE.reset_after_fork, in_child=True)

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 if TYPE_CHECKING:
     from spanlytics.record import RequestRecord
 
-__all__ = ["Destination"]
+__all__ = ["AnnotatesRecords", "Destination"]
 
 
 @runtime_checkable
@@ -37,3 +37,13 @@ class Destination(Protocol):
     def force_flush(self, timeout_s: float = 10.0) -> bool: ...
 
     def shutdown(self, timeout_s: float = 10.0) -> None: ...
+
+
+@runtime_checkable
+class AnnotatesRecords(Protocol):
+    """A destination that needs something of the unmasked request (ReadMe hashes the raw
+    Authorization header). The worker calls ``before_mask`` on every record, before
+    masking, and keeps the pairs it returns in :attr:`RequestRecord.annotations`; names
+    start with the destination's name, and only that destination reads them."""
+
+    def before_mask(self, record: RequestRecord) -> tuple[tuple[str, str], ...]: ...

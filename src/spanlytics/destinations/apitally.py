@@ -11,7 +11,7 @@ Aggregation runs on spanlytics' background worker from masked records; the reque
 is unchanged. Differences from the official client, on purpose:
 
 * no silent drop above ~100 requests/s (it buffers 100 log items per second); log files are
-  bounded in size and handed to :mod:`spanlytics.delivery` (retries, spool, Retry-After);
+  bounded in size and handed to :mod:`spanlytics.delivery.sender` (retries, spool, Retry-After);
 * records are masked by spanlytics' rules first (``api_key`` query parameters, camelCase
   fields such as ``cardNumber``, tokens in free text), then the client's include options;
 * route templates use one syntax for every framework (``/items/{item_id}``), in the
@@ -48,13 +48,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from spanlytics import __about__
-from spanlytics._fork import reset_in_child
 from spanlytics._json import dumps
+from spanlytics._process import reset_in_child
 from spanlytics._throttle import ThrottledLogger
 from spanlytics.capture import routes
 from spanlytics.config import numeric_problem
-from spanlytics.delivery import Sender, SenderSettings, retry_after_s
-from spanlytics.spool import Batch
+from spanlytics.delivery.sender import Sender, retry_after_s
+from spanlytics.delivery.settings import SenderSettings
+from spanlytics.delivery.spool import Batch
 
 if TYPE_CHECKING:
     import requests
@@ -550,7 +551,7 @@ class InstanceSlot:
 
 
 class ApitallyDestination:
-    """Counts masked records and talks to the Apitally hub through :mod:`spanlytics.delivery`."""
+    """Counts masked records and talks to the Apitally hub through :mod:`spanlytics.delivery.sender`."""
 
     name = "apitally"
 

@@ -8,7 +8,7 @@ For a collector or webhook you run yourself::
 
 Each element is one record with every :class:`~spanlytics.RequestRecord` field; ``id`` is
 the record id, stable across retries, so a receiver can drop duplicates. Delivery (queue,
-retries, spool) is :mod:`spanlytics.delivery`'s.
+retries, spool) is :mod:`spanlytics.delivery.sender`'s.
 """
 
 from __future__ import annotations
@@ -18,9 +18,10 @@ from dataclasses import asdict
 from typing import Any
 
 from spanlytics._json import dumps
-from spanlytics.delivery import Sender, SenderSettings
+from spanlytics.delivery.sender import Sender
+from spanlytics.delivery.settings import SenderSettings
+from spanlytics.delivery.spool import Batch, json_array_batches
 from spanlytics.record import RequestRecord, record_fields
-from spanlytics.spool import Batch, json_array_batches
 
 
 def record_to_json(record: RequestRecord) -> dict[str, Any]:
@@ -30,7 +31,6 @@ def record_to_json(record: RequestRecord) -> dict[str, Any]:
         data["consumer"] = asdict(record.consumer)
     if record.exception is not None:
         data["exception"] = asdict(record.exception)
-    data.pop("authorization_hash", None)
     data["request_headers"] = [list(h) for h in record.request_headers]
     data["response_headers"] = [list(h) for h in record.response_headers]
     data["masked"] = [[m.path, m.rule] for m in record.masked]

@@ -40,8 +40,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from spanlytics._fork import reset_in_child
 from spanlytics._json import dumps
+from spanlytics._process import reset_in_child
 from spanlytics._throttle import ThrottledLogger
 from spanlytics.consumer import Consumer
 from spanlytics.record import ExceptionInfo, MaskedField, RequestRecord

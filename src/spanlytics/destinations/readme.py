@@ -29,9 +29,10 @@ from urllib.parse import parse_qsl
 
 from spanlytics import __about__
 from spanlytics._json import dumps
-from spanlytics.delivery import Sender, SenderSettings
+from spanlytics.delivery.sender import Sender
+from spanlytics.delivery.settings import SenderSettings
+from spanlytics.delivery.spool import Batch, json_array_batches
 from spanlytics.record import RequestRecord
-from spanlytics.spool import Batch, json_array_batches
 
 DEFAULT_BASE_URL = "https://metrics.readme.io"
 PATH = "/v1/request"
@@ -44,6 +45,10 @@ def _readable(text: str) -> str:
     """The body as ReadMe's SDKs send it: a record's body holds U+FFFD where its bytes could
     not be decoded, and the SDKs send their placeholder instead of such text."""
     return NOT_VALID_UTF8 if "\ufffd" in text else text
+
+
+AUTHORIZATION_HASH = "readme.authorization_hash"
+"""The annotation holding :func:`readme_hash` of the raw Authorization header."""
 
 
 def readme_hash(value: str) -> str:
@@ -130,10 +135,8 @@ class ReadmeEncoder:
         url, host = self._url(record)
         if self.options.allowed_hosts and host.split(":")[0] not in self.options.allowed_hosts:
             return None
-        headers = [
-            (n, record.authorization_hash if n == "authorization" and record.authorization_hash else v)
-            for n, v in record.request_headers
-        ]
+        hashed = dict(record.annotations).get(AUTHORIZATION_HASH)
+        headers = [(n, hashed if n == "authorization" and hashed else v) for n, v in record.request_headers]
         request: dict[str, Any] = {
             "method": record.method,
             "url": url,
@@ -192,7 +195,7 @@ class ReadmeEncoder:
 
 
 class ReadmeDestination:
-    """Sends request logs to ReadMe's Metrics API through :mod:`spanlytics.delivery`."""
+    """Sends request logs to ReadMe's Metrics API through :mod:`spanlytics.delivery.sender`."""
 
     name = "readme"
 
@@ -210,6 +213,11 @@ class ReadmeDestination:
         token = base64.b64encode(f"{api_key}:".encode()).decode()
         auth = (("Authorization", f"Basic {token}"),)
         self.sender = Sender(self.name, SenderSettings(**{**settings.__dict__, "headers": auth}))
+
+    def before_mask(self, record: RequestRecord) -> tuple[tuple[str, str], ...]:
+        """ReadMe logs the Authorization header as its hash, computed from the raw value."""
+        raw = dict(record.request_headers).get("authorization")  # the last one, as the encoder reads
+        return ((AUTHORIZATION_HASH, readme_hash(raw)),) if raw else ()
 
     def export(self, records: Sequence[RequestRecord]) -> None:
         for batch in self.encoder.encode(records, self.max_records, self.max_bytes):

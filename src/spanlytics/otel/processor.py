@@ -25,7 +25,7 @@ from spanlytics.capture.state import STORE, CaptureStore, current_capture
 from spanlytics.consumer import BAGGAGE_CONSUMER_ID
 
 if TYPE_CHECKING:
-    from spanlytics.exporter import SpanlyticsExporter
+    from spanlytics.otel.exporter import SpanlyticsExporter
 
 
 class SpanlyticsProcessor(SpanProcessor):

@@ -48,10 +48,10 @@ from urllib.parse import urljoin
 import requests
 
 from spanlytics.__about__ import VERSION
-from spanlytics._fork import reset_in_child
+from spanlytics._process import reset_in_child
 from spanlytics._throttle import ThrottledLogger
-from spanlytics.sender_settings import SenderSettings, host_of
-from spanlytics.spool import Batch, Spool, _unlink, default_spool_dir
+from spanlytics.delivery.settings import SenderSettings, host_of
+from spanlytics.delivery.spool import Batch, Spool, _unlink, default_spool_dir
 
 __all__ = ["Batch", "Sender", "SenderSettings", "Spool", "default_spool_dir", "retry_after_s"]
 

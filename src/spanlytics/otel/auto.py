@@ -34,7 +34,6 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from spanlytics._throttle import ThrottledLogger
 from spanlytics.capture.asgi import capture_asgi
-from spanlytics.capture.install import OTEL_APPLIED_MARK, apply_internal_spans_choice
 from spanlytics.capture.options import (
     CaptureOptions,
     defer_until_first_request,
@@ -45,6 +44,7 @@ from spanlytics.capture.options import (
 from spanlytics.capture.routes import register_app
 from spanlytics.capture.wsgi import capture_wsgi
 from spanlytics.config import Settings
+from spanlytics.otel.instrument import OTEL_APPLIED_MARK, apply_internal_spans_choice
 
 _log = ThrottledLogger(logging.getLogger("spanlytics.auto"))
 _logger = logging.getLogger("spanlytics")
@@ -134,8 +134,8 @@ class SpanlyticsInstrumentor(BaseInstrumentor):  # type: ignore[misc]
 
 
 def _attach_to_global(settings: Settings) -> None:
-    from spanlytics._configure import attach, configure
-    from spanlytics.exporter import LIVE_EXPORTERS
+    from spanlytics.otel.configure import attach, configure
+    from spanlytics.otel.exporter import LIVE_EXPORTERS
 
     provider = trace.get_tracer_provider()
     if not isinstance(provider, TracerProvider):
@@ -156,7 +156,7 @@ def post_instrument(**kwargs: Any) -> None:
             set_process_options(CaptureOptions(enabled=False))
             return
         set_process_options(CaptureOptions.from_settings(settings))
-        from spanlytics._configure import install_sigterm_flush
+        from spanlytics.otel.configure import install_sigterm_flush
 
         install_sigterm_flush()  # now, on the main thread: a deferred set-up runs on a worker
         if isinstance(trace.get_tracer_provider(), TracerProvider):

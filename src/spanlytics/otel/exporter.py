@@ -4,7 +4,7 @@
 
 ``export()`` (and :meth:`submit`) only append to a bounded queue, so it is cheap wherever it
 is called from: the SDK's BatchSpanProcessor in the zero-code set-up, or
-:class:`~spanlytics.processor.SpanlyticsProcessor` on the request path. One background
+:class:`~spanlytics.otel.processor.SpanlyticsProcessor` on the request path. One background
 thread per process builds records, masks them and writes them to the destinations in
 batches. When the queue is full the oldest span is dropped and counted, never blocking.
 
@@ -22,23 +22,21 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import fields
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.trace import SpanKind
 
-from spanlytics._fork import reset_in_child
+from spanlytics._process import reset_in_child
 from spanlytics._throttle import ThrottledLogger
 from spanlytics.capture.state import STORE, Capture, CaptureStore
 from spanlytics.config import Settings
 from spanlytics.consumer import Consumer
+from spanlytics.destinations import AnnotatesRecords, Destination
+from spanlytics.destinations.registry import build_destinations
 from spanlytics.masking import Masker
 from spanlytics.record import RequestRecord, from_span, replace_record
-
-if TYPE_CHECKING:
-    from spanlytics.destinations import Destination
 
 _logger = logging.getLogger("spanlytics.exporter")
 _log = ThrottledLogger(_logger)
@@ -48,74 +46,6 @@ MAX_PARKED = 1024
 
 LIVE_EXPORTERS: weakref.WeakSet[SpanlyticsExporter] = weakref.WeakSet()
 """Every exporter in this process, for ``spanlytics.flush()`` and the zero-code hook."""
-
-
-def build_destinations(settings: Settings) -> list[Destination]:
-    destinations: list[Destination] = []
-    for name in settings.destinations:
-        if name == "local":
-            from spanlytics.destinations.local import LocalStore
-
-            destinations.append(LocalStore(settings.local_path))
-        elif name == "readme":
-            if not settings.readme_api_key:
-                _logger.warning("the readme destination needs SPANLYTICS_README_API_KEY; it is not used")
-                continue
-            from spanlytics.destinations.readme import ReadmeDestination, ReadmeOptions
-
-            options = ReadmeOptions(
-                development=settings.readme_development,
-                allowed_hosts=settings.readme_allowed_hosts,
-                anonymous_group=settings.readme_log_anonymous,
-                trust_forwarded=settings.trust_forwarded_headers,
-            )
-            destinations.append(
-                ReadmeDestination(
-                    settings.readme_api_key,
-                    settings.sender_settings(settings.readme_base_url),
-                    options,
-                    min(settings.delivery_batch_records, 100),
-                    settings.delivery_batch_bytes,
-                )
-            )
-        elif name == "http":
-            if not settings.http_url:
-                _logger.warning("the http destination needs SPANLYTICS_HTTP_URL; it is not used")
-                continue
-            from spanlytics.destinations.http import HttpDestination, JsonRecordsEncoder
-
-            destinations.append(
-                HttpDestination(
-                    settings.sender_settings(
-                        settings.http_url, settings.http_header_pairs(), settings.http_gzip
-                    ),
-                    JsonRecordsEncoder(settings.delivery_batch_records, settings.delivery_batch_bytes),
-                )
-            )
-        elif name == "apitally":
-            if not settings.apitally_client_id:
-                _logger.warning("the apitally destination needs SPANLYTICS_APITALLY_CLIENT_ID; not used")
-                continue
-            from spanlytics.destinations.apitally import ApitallyDestination, ApitallyOptions
-
-            # ApitallyOptions' fields are the apitally_* settings without their prefix
-            apitally_options = ApitallyOptions(
-                trust_forwarded=settings.trust_forwarded_headers,
-                **{
-                    f.name: getattr(settings, f"apitally_{f.name}")
-                    for f in fields(ApitallyOptions)
-                    if f.name != "trust_forwarded"
-                },
-            )
-            destinations.append(
-                ApitallyDestination(
-                    settings.apitally_client_id,
-                    settings.apitally_env,
-                    settings.sender_settings(settings.apitally_base_url),
-                    apitally_options,
-                )
-            )
-    return destinations
 
 
 WAKE_AT = 32
@@ -160,7 +90,7 @@ class SpanlyticsExporter(SpanExporter):
         )
         self._store = store
         self._wake_at = min(WAKE_AT, self.settings.batch_size)
-        self._wants_authorization_hash = any(d.name == "readme" for d in self.destinations)
+        self._annotators = [d.before_mask for d in self.destinations if isinstance(d, AnnotatesRecords)]
         self._consumers = self.settings.consumer_sources()
         self._exclusions = self.settings.exclusions()
         self.fed_by_processor = False
@@ -203,7 +133,7 @@ class SpanlyticsExporter(SpanExporter):
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         """Take spans from an SDK span processor (``OTEL_TRACES_EXPORTER=spanlytics``).
 
-        Ignored once a :class:`~spanlytics.processor.SpanlyticsProcessor` feeds this
+        Ignored once a :class:`~spanlytics.otel.processor.SpanlyticsProcessor` feeds this
         exporter directly (the zero-code hook arranges that): the processor sees every
         recorded server span, sampled or not, so taking the SDK's copy too would duplicate.
         """
@@ -365,12 +295,10 @@ class SpanlyticsExporter(SpanExporter):
             if self._exclusions.excludes(record.path, record.user_agent):
                 self._counters["excluded"] += 1
                 return None
-            if self._wants_authorization_hash:
-                raw = dict(record.request_headers).get("authorization")
-                if raw:
-                    from spanlytics.destinations.readme import readme_hash
-
-                    record = replace_record(record, authorization_hash=readme_hash(raw))
+            if self._annotators:
+                notes = tuple(note for annotate in self._annotators for note in annotate(record))
+                if notes:
+                    record = replace_record(record, annotations=notes)
             if not self.settings.capture_headers:
                 record = replace_record(record, request_headers=(), response_headers=())
             return self._masker.mask_record(record)

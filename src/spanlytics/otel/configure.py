@@ -16,9 +16,9 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from spanlytics.capture.options import CaptureOptions, set_process_options
 from spanlytics.config import Settings
-from spanlytics.exporter import LIVE_EXPORTERS, SpanlyticsExporter
-from spanlytics.processor import SpanlyticsProcessor
-from spanlytics.sampling import install_sampler
+from spanlytics.otel.exporter import LIVE_EXPORTERS, SpanlyticsExporter
+from spanlytics.otel.processor import SpanlyticsProcessor
+from spanlytics.otel.sampling import install_sampler
 
 _logger = logging.getLogger("spanlytics")
 _lock = threading.Lock()
@@ -169,7 +169,7 @@ def stats() -> dict[str, Any]:
     retries, batches spooled, bytes sent, and ``dropped`` by reason (queue full, rejected by
     the destination, spool full or expired, shutdown).
     """
-    from spanlytics.delivery import SENDERS
+    from spanlytics.delivery.sender import SENDERS
 
     return {
         "exporters": [exporter.stats() for exporter in list(LIVE_EXPORTERS)],

@@ -38,8 +38,8 @@ def keep_internal_spans(requested: bool | None) -> bool:
     from opentelemetry.sdk.trace import TracerProvider
 
     # instrument_app is an entry point like configure(); imported here because
-    # spanlytics._configure imports the capture package.
-    from spanlytics._configure import spanlytics_is_the_only_processor
+    # spanlytics.otel.configure imports the capture package.
+    from spanlytics.otel.configure import spanlytics_is_the_only_processor
 
     provider = trace.get_tracer_provider()
     return not (isinstance(provider, TracerProvider) and spanlytics_is_the_only_processor(provider))
