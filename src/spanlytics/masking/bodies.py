@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+from typing import Any
 from urllib.parse import quote, quote_plus, unquote_plus
 
 from spanlytics._json import dumps_text, loads_text, may_have_rounded, stdlib_dumps_text
@@ -138,33 +139,10 @@ class BodyMasker(RuleBook):
         counts the keys seen.
 
         json.loads only makes plain dicts, lists and scalars, so exact ``type`` checks are
-        safe; this loop runs for every key of every masked body, so it stays lean.
+        safe; this runs for every key of every masked body, so it stays lean.
         """
         if type(node) is dict:
-            keys[0] += len(node)
-            cache = self._field_cache
-            for key, value in node.items():  # same keys: assigning during the loop is safe
-                try:
-                    rule = cache[key]
-                except KeyError:
-                    rule = self._rule(key, cache, "field")
-                if rule is not None and value is not None and value != "":
-                    child = f"{path}.{key}"
-                    raw = value if type(value) is str else json.dumps(value, ensure_ascii=False)
-                    replacement = self._decide(child, raw, rule)
-                    if replacement is not None:
-                        masks.append(MaskedField(child, rule))
-                        node[key] = replacement
-                        continue
-                kind = type(value)
-                if kind is dict or kind is list:  # KEEP on a container still masks inside it
-                    self._walk(value, f"{path}.{key}", masks, keys)
-                elif kind is str:
-                    inner = self._string_value(value, f"{path}.{key}", masks, keys)
-                    if inner is not None:
-                        node[key] = inner
-            if "input" in node and type(node.get("loc")) is list:
-                self._validation_input(node, path, masks)
+            self._walk_object(node, path, masks, keys)
         elif type(node) is list:
             for index, value in enumerate(node):
                 kind = type(value)
@@ -174,6 +152,34 @@ class BodyMasker(RuleBook):
                     inner = self._string_value(value, f"{path}[{index}]", masks, keys)
                     if inner is not None:
                         node[index] = inner
+
+    def _walk_object(
+        self, node: dict[str, Any], path: str, masks: list[MaskedField], keys: list[int]
+    ) -> None:
+        keys[0] += len(node)
+        cache = self._field_cache
+        for key, value in node.items():  # same keys: assigning during the loop is safe
+            try:
+                rule = cache[key]
+            except KeyError:
+                rule = self._rule(key, cache, "field")
+            if rule is not None and value is not None and value != "":
+                child = f"{path}.{key}"
+                raw = value if type(value) is str else json.dumps(value, ensure_ascii=False)
+                replacement = self._decide(child, raw, rule)
+                if replacement is not None:
+                    masks.append(MaskedField(child, rule))
+                    node[key] = replacement
+                    continue
+            kind = type(value)
+            if kind is dict or kind is list:  # KEEP on a container still masks inside it
+                self._walk(value, f"{path}.{key}", masks, keys)
+            elif kind is str:
+                inner = self._string_value(value, f"{path}.{key}", masks, keys)
+                if inner is not None:
+                    node[key] = inner
+        if "input" in node and type(node.get("loc")) is list:
+            self._validation_input(node, path, masks)
 
     def _string_value(self, value: str, path: str, masks: list[MaskedField], keys: list[int]) -> str | None:
         """A string value masked inside (JSON sent as a string, or free text that holds a

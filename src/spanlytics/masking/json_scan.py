@@ -66,6 +66,33 @@ def _key_text(token: str) -> str:
     return raw
 
 
+def _value_end(kinds: str, first: int) -> int:
+    """The index of the last token of the value starting at ``first``: a scalar's own, a
+    container's matching close (or the end of a truncated text)."""
+    if kinds[first] not in "{[":
+        return first
+    depth = 0
+    for j, kind in enumerate(kinds[first:], first):
+        depth += _DEPTH.get(kind, 0)
+        if depth == 0:
+            return j
+    return len(kinds) - 1
+
+
+def _masked_value(toks: list[str], first: int, last: int) -> tuple[str, str] | None:
+    """The value's text (quotes and escapes removed) and its trailing whitespace, or None
+    for an empty one (nothing to mask)."""
+    raw = "".join(toks[first : last + 1])
+    value = raw.rstrip()
+    tail = raw[len(value) :]  # whitespace after the value, kept
+    if value in ('""', "''", "null"):
+        return None
+    if value[0] in "\"'":
+        quote = value[0]
+        value = decode_key(value[1:-1] if value.endswith(quote) and len(value) > 1 else value[1:])
+    return value, tail
+
+
 def scan_json(
     text: str,
     prefix: str,
@@ -84,7 +111,16 @@ def scan_json(
         char = kinds[i]
         if i < skip:
             continue
-        if char not in "{}[],":  # a key
+        if char in "{[":
+            stack.append(None if char == "{" else 0)
+        elif char == ",":
+            if stack:
+                top = stack[-1]
+                stack[-1] = top + 1 if isinstance(top, int) else None
+        elif char in "}]":
+            if stack:
+                stack.pop()
+        else:  # a key
             key = _key_text(toks[i])
             in_object = bool(stack) and not isinstance(stack[-1], int)
             if in_object:
@@ -93,35 +129,15 @@ def scan_json(
             first = i + 2
             if rule is None or first >= len(toks) or kinds[first] in ",:}]":
                 continue
-            last = first
-            if kinds[first] in "{[":  # to the matching close, or the end
-                depth, last = 0, len(toks) - 1
-                for j, kind in enumerate(kinds[first:], first):
-                    depth += _DEPTH.get(kind, 0)
-                    if depth == 0:
-                        last = j
-                        break
-            raw = "".join(toks[first : last + 1])
-            value = raw.rstrip()
-            tail = raw[len(value) :]  # whitespace after the value, kept
-            if value in ('""', "''", "null"):
+            last = _value_end(kinds, first)
+            found = _masked_value(toks, first, last)
+            if found is None:
                 continue
-            if value[0] in "\"'":
-                quote = value[0]
-                value = decode_key(value[1:-1] if value.endswith(quote) and len(value) > 1 else value[1:])
             path = _frames_path(prefix, stack) + ("" if in_object else f".{key}")
-            replacement = decide(path, value, rule)
+            replacement = decide(path, found[0], rule)
             if replacement is not None:
-                toks[first] = json.dumps(replacement, ensure_ascii=False) + tail
+                toks[first] = json.dumps(replacement, ensure_ascii=False) + found[1]
                 toks[first + 1 : last + 1] = [""] * (last - first)
                 masks.append(MaskedField(path, rule))
                 skip = last + 1
-        elif char in "{[":
-            stack.append(None if char == "{" else 0)
-        elif char == ",":
-            if stack:
-                top = stack[-1]
-                stack[-1] = top + 1 if isinstance(top, int) else None
-        elif stack:
-            stack.pop()
     return text[:lead] + "".join(toks), masks, '":' in kinds
