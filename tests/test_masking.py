@@ -311,7 +311,8 @@ def test_malformed_json_is_scanned_tolerantly() -> None:
 
 
 @settings(max_examples=500)
-@given(st.text(alphabet=' \t\n{}[]:,"\\abcxyz019.-\u00e9', max_size=60))
+# no "c": "cc" is a sensitive name (card numbers), so a bare key cc must be masked
+@given(st.text(alphabet=' \t\n{}[]:,"\\abxyz019.-\u00e9', max_size=60))
 def test_scanner_leaves_any_text_without_sensitive_keys_byte_identical(text: str) -> None:
     out, masked, _ = Masker()._scan_json(text, "b")
     assert out == text
