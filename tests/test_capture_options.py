@@ -65,8 +65,8 @@ def test_lifespan_shutdown_runs_the_registered_hook_without_importing_it() -> No
 
     # the ASGI middleware hands the app's lifespan shutdown to the process-wide hook
     sent: list[str] = []
-    original = PROCESS_CAPTURE._on_lifespan_shutdown
-    PROCESS_CAPTURE.on_lifespan_shutdown(lambda: sent.append("hook"))
+    original = PROCESS_CAPTURE.on_lifespan_shutdown(lambda: sent.append("hook"))
+    assert original is not None  # spanlytics' flush, which otel/instrument.py registers
     try:
 
         async def app(scope: Any, receive: Any, send: Any) -> None:
@@ -77,7 +77,7 @@ def test_lifespan_shutdown_runs_the_registered_hook_without_importing_it() -> No
 
         asyncio.run(capture_asgi(app, {"type": "lifespan"}, lambda: None, send))  # type: ignore[arg-type]
     finally:
-        PROCESS_CAPTURE._on_lifespan_shutdown = original
+        PROCESS_CAPTURE.on_lifespan_shutdown(original)
     assert sent == ["hook", "lifespan.shutdown.complete"]
 
 

@@ -125,10 +125,12 @@ class ProcessCapture:
             except Exception as exc:
                 _log.failure("setup.deferred", "spanlytics set-up failed; requests are not recorded", exc)
 
-    def on_lifespan_shutdown(self, hook: Callable[[], object]) -> None:
+    def on_lifespan_shutdown(self, hook: Callable[[], object] | None) -> Callable[[], object] | None:
         """Run ``hook`` when an ASGI app's lifespan shuts down (``spanlytics`` flushes there:
-        uvicorn re-raises SIGTERM after a graceful shutdown, and exit hooks never run)."""
-        self._on_lifespan_shutdown = hook
+        uvicorn re-raises SIGTERM after a graceful shutdown, and exit hooks never run).
+        Returns the hook it replaces."""
+        previous, self._on_lifespan_shutdown = self._on_lifespan_shutdown, hook
+        return previous
 
     def lifespan_shutdown(self) -> None:
         hook = self._on_lifespan_shutdown

@@ -16,10 +16,10 @@ Headers = tuple[tuple[str, str], ...]
 class CapturedRequest(NamedTuple):
     """One request/response as the capture middleware saw it.
 
-    A named tuple rather than a frozen dataclass, as OpenTelemetry's ``SpanContext`` is: it
-    is built once per request on the worker, and a frozen dataclass's ``__init__`` sets each
-    of its 22 fields through ``object.__setattr__`` (several times slower; see
-    ``benchmarks/bench_background.py``).
+    A named tuple rather than a frozen dataclass (OpenTelemetry's ``SpanContext`` is a tuple
+    too): it is built once per request on the worker, and a frozen dataclass's ``__init__``
+    sets each field through ``object.__setattr__``, which the record stage's throughput in
+    ``benchmarks/bench_background.py`` feels.
 
     Header names are lower-case, values as sent. Bodies hold at most the capture's cap
     (``*_truncated`` says when more was sent); the sizes are the true byte counts. The

@@ -200,7 +200,7 @@ class Capture:
         is still streaming (a parked span whose wait expired) cannot change it afterwards.
         """
         bodies = self.bodies
-        return CapturedRequest(  # positional, in field order: keywords cost a third more
+        return CapturedRequest(  # positional, in field order: keywords are slower to pass
             self.method,
             self.path,
             self.query,
