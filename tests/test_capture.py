@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from spanlytics.capture import ASGICaptureMiddleware, CaptureOptions, WSGICaptureMiddleware
-from spanlytics.capture.state import Capture, CaptureStore, current_capture
+from spanlytics.capture.store import Capture, CaptureStore, current_capture
 
 OPTIONS = CaptureOptions(max_body_bytes=8)
 

@@ -1,4 +1,4 @@
-"""consumer.py: validation, and set_consumer from every kind of handler."""
+"""consumer/value.py and consumer/handler.py: validation, and set_consumer from every kind of handler."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from opentelemetry.instrumentation.flask import FlaskInstrumentor
 
 import spanlytics
-from spanlytics.consumer import Consumer, coerce_consumer, make_consumer
+from spanlytics.consumer.value import Consumer, coerce_consumer, make_consumer
 from spanlytics.destinations.local import iter_records
 from tests.conftest import Pipeline
 from tests.support.servers import free_port, gunicorn_argv, start_server

@@ -1,4 +1,5 @@
-"""consumer.py, identification without code: JWT claims, Basic auth, headers, callbacks."""
+"""consumer/sources.py, identification without code: JWT claims, Basic auth, headers; and
+callbacks named in SPANLYTICS_CONSUMER_FROM (capture/options.py loads them)."""
 
 from __future__ import annotations
 
@@ -18,17 +19,10 @@ from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from opentelemetry.sdk.trace import TracerProvider
 
 import spanlytics
-import spanlytics.config
-import spanlytics.consumer
+from spanlytics.capture.options import CaptureOptions, load_callback
 from spanlytics.config import Settings
-from spanlytics.consumer import (
-    Consumer,
-    ConsumerSources,
-    basic_auth_user,
-    hash_identifier,
-    jwt_claim,
-    load_callback,
-)
+from spanlytics.consumer.sources import ConsumerSources, basic_auth_user, hash_identifier, jwt_claim
+from spanlytics.consumer.value import Consumer
 from spanlytics.destinations.local import iter_records
 from spanlytics.record import RequestRecord
 from tests.conftest import db_bytes
@@ -321,13 +315,16 @@ def test_settings_prefer_the_code_callback(callback_module: str) -> None:
     def in_code(view: Any) -> str:
         return "code"
 
+    def callback(settings: Settings) -> object:
+        return CaptureOptions.from_settings(settings).identify_consumer
+
     from_env = Settings.resolve(env={"SPANLYTICS_CONSUMER_FROM": f"{callback_module}:identify"})
-    assert from_env.identify_callback() is sys.modules[callback_module].identify
+    assert callback(from_env) is sys.modules[callback_module].identify
     both = Settings.resolve(
         env={"SPANLYTICS_CONSUMER_FROM": f"{callback_module}:identify"}, identify_consumer=in_code
     )
-    assert both.identify_callback() is in_code
-    assert Settings.resolve(env={}).identify_callback() is None
+    assert callback(both) is in_code
+    assert callback(Settings.resolve(env={})) is None
 
 
 # --- end to end ------------------------------------------------------------------------

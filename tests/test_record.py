@@ -1,4 +1,5 @@
-"""record.py: spans from the real SDK (old, stable and dup semconv) -> RequestRecord."""
+"""record.py: spans from the real SDK (old, stable and dup semconv) and captured requests ->
+RequestRecord; span_attributes.py and body_text.py, which it reads them with."""
 
 from __future__ import annotations
 
@@ -10,9 +11,12 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
-from spanlytics.capture.state import Capture
+from spanlytics.app_routes import normalize_route
+from spanlytics.body_text import body_text, is_text_content_type
+from spanlytics.capture.snapshot import CapturedRequest
+from spanlytics.capture.store import Capture
 from spanlytics.consumer import Consumer
-from spanlytics.record import body_text, from_span, is_text_content_type, normalize_route
+from spanlytics.record import from_span
 
 OLD = {
     "http.method": "POST",
@@ -133,19 +137,18 @@ def test_exception_event_is_read() -> None:
     assert "Traceback" in record.exception.stacktrace
 
 
-def test_consumer_from_span_attributes_and_enduser() -> None:
-    record = from_span(
-        make_span({**STABLE, "spanlytics.consumer.id": "acme", "spanlytics.consumer.group": "g"})
-    )
-    assert record is not None and record.consumer == Consumer("acme", group="g")
-    record = from_span(make_span({**STABLE, "enduser.id": "user-9"}))
-    assert record is not None and record.consumer == Consumer("user-9")
+def test_the_consumer_is_the_one_given() -> None:
+    # from_span does no consumer logic: the resolver (tests/test_consumer_resolve.py) reads
+    # the span's consumer attributes before it
+    span = make_span({**STABLE, "spanlytics.consumer.id": "acme", "enduser.id": "user-9"})
     given = Consumer("explicit")
-    record = from_span(make_span({**STABLE, "enduser.id": "user-9"}), consumer=given)
+    record = from_span(span, consumer=given)
     assert record is not None and record.consumer is given
+    record = from_span(span)
+    assert record is not None and record.consumer is None
 
 
-def test_capture_wins_over_span_attributes() -> None:
+def _finished_capture() -> Capture:
     capture = Capture(
         "POST",
         "/items/7",
@@ -162,7 +165,11 @@ def test_capture_wins_over_span_attributes() -> None:
     capture.status = 418
     capture.response_headers = (("content-type", "image/png"),)
     capture.add_response_chunk(b"\x89PNG....")
-    record = from_span(make_span(OLD), capture)
+    return capture
+
+
+def test_capture_wins_over_span_attributes() -> None:
+    record = from_span(make_span(OLD), _finished_capture().snapshot())
     assert record is not None
     assert record.url == "https://public.example/items/7?verbose=1&x=2"
     assert record.status == 418
@@ -248,3 +255,48 @@ def test_replace_record_and_record_fields_agree_with_dataclasses() -> None:
     # every field but the destinations' private annotations, in declaration order
     assert list(shallow) == [f.name for f in dataclasses.fields(record) if f.name != "annotations"]
     assert all(shallow[name] is getattr(record, name) for name in shallow)
+
+
+def test_the_snapshot_is_frozen_and_later_writes_do_not_reach_it() -> None:
+    # a parked span whose wait expired is recorded while the response may still stream
+    capture = _finished_capture()
+    snapshot = capture.snapshot()
+    capture.add_response_chunk(b"more")
+    capture.status = 500
+    assert snapshot.response_body == b"\x89PNG...." and snapshot.status == 418
+    assert isinstance(snapshot.request_body, bytes) and snapshot.header("host") == "public.example"
+    with pytest.raises(AttributeError):
+        snapshot.status = 200  # type: ignore[misc]
+    record = from_span(make_span(OLD), snapshot)
+    assert record is not None and record.status == 418 and record.response_size == 8
+
+
+def test_the_snapshot_copies_every_field_of_the_capture() -> None:
+    capture = _finished_capture()
+    capture.route, capture.end_time_ns, capture.baggage_consumer = "/items/{id}", 123, "bag"
+    capture.explicit_consumer, capture.callback_consumer, capture.state_consumer = (
+        Consumer("e"),
+        "cb",
+        {"id": 1},
+    )
+    snapshot = capture.snapshot()
+    for name in CapturedRequest._fields:
+        assert getattr(snapshot, name) == getattr(capture, name), name
+
+
+def test_a_snapshot_without_bodies_keeps_sizes_and_no_text() -> None:
+    capture = Capture("POST", "/p", "", "http", (("content-type", "text/plain"),), bodies=False, limit=100)
+    capture.add_request_chunk(b"hello", 5)
+    snapshot = capture.snapshot()
+    assert snapshot.request_body == b"" and snapshot.request_size == 5
+    record = from_span(make_span(OLD), snapshot)
+    assert record is not None and record.request_body is None and record.request_size == 5
+
+
+def test_scheme_from_the_capture_decides_the_default_port() -> None:
+    # the span says http on port 443; the capture (what the server saw) says https
+    attrs = {**STABLE, "server.port": 443}
+    captured = Capture("POST", "/items/7", "", "https", (), bodies=False, limit=0).snapshot()
+    record = from_span(make_span(attrs), captured)
+    assert record is not None and record.url == "https://api.example.com/items/7"
+    assert isinstance(captured, CapturedRequest)

@@ -9,18 +9,13 @@
 import sys
 
 from spanlytics.__about__ import VERSION
-from spanlytics.capture import (
-    ASGICaptureMiddleware,
-    CaptureOptions,
-    RequestView,
-    WSGICaptureMiddleware,
-    instrument_app,
-)
+from spanlytics.capture import ASGICaptureMiddleware, CaptureOptions, RequestView, WSGICaptureMiddleware
 from spanlytics.config import Settings
 from spanlytics.consumer import Consumer, set_consumer
 from spanlytics.masking import KEEP, Masker, MaskingRules
 from spanlytics.otel.configure import configure, flush, shutdown, stats
 from spanlytics.otel.exporter import SpanlyticsExporter
+from spanlytics.otel.instrument import instrument_app
 from spanlytics.otel.processor import SpanlyticsProcessor
 from spanlytics.otel.sampling import SpanlyticsSampler
 from spanlytics.record import RequestRecord

@@ -8,8 +8,8 @@ Every message is passed on as the same object, in the same order, with the same 
 streaming responses still stream, client disconnects and exceptions propagate unchanged.
 Headers are read only when they are a list or a tuple: anything else (a generator) may be
 readable once, and that once belongs to the server.
-It also flushes spanlytics when the app's lifespan shuts down, because uvicorn re-raises
-SIGTERM after a graceful shutdown and ``atexit`` hooks never run there.
+It also runs the process-wide lifespan shutdown hook (spanlytics flushes there), because
+uvicorn re-raises SIGTERM after a graceful shutdown and ``atexit`` hooks never run there.
 """
 
 from __future__ import annotations
@@ -21,14 +21,9 @@ from typing import Any
 from urllib.parse import quote
 
 from spanlytics._throttle import ThrottledLogger
-from spanlytics.capture.options import (
-    CaptureOptions,
-    begin_request,
-    identify_at_end,
-    link_current_server_span,
-    process_options,
-)
-from spanlytics.capture.state import STORE, Capture, enter_capture, exit_capture
+from spanlytics.capture.lifecycle import begin_request, link_current_server_span, note_consumer_hints
+from spanlytics.capture.options import PROCESS_CAPTURE, CaptureOptions
+from spanlytics.capture.store import STORE, Capture, enter_capture, exit_capture
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -113,12 +108,12 @@ async def capture_asgi(
     """Run ``app`` for one ASGI connection, capturing it when it is an HTTP request."""
     kind = scope.get("type")
     if kind == "lifespan":
-        await app(scope, receive, _flush_on_shutdown(send))
+        await app(scope, receive, _on_shutdown(send))
         return
     if kind != "http":
         await app(scope, receive, send)
         return
-    options = options or process_options()
+    options = options or PROCESS_CAPTURE.options()
     capture: Capture | None = None
     try:
         if begin_request(options, str(scope.get("path", "/")), _user_agent(scope)):
@@ -159,17 +154,15 @@ async def capture_asgi(
     finally:
         route = scope.get("route")
         capture.route = getattr(route, "path", None)
-        identify_at_end(capture, options, scope.get("state"))
+        note_consumer_hints(capture, options, scope.get("state"))
         exit_capture(token)
         STORE.finish(capture)
 
 
-def _flush_on_shutdown(send: Send) -> Send:
+def _on_shutdown(send: Send) -> Send:
     async def send_wrapper(message: Message) -> None:
         if message.get("type") in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
-            from spanlytics.otel.configure import flush
-
-            flush(timeout_s=10.0)
+            PROCESS_CAPTURE.lifespan_shutdown()
         await send(message)
 
     return send_wrapper

@@ -1,23 +1,56 @@
-"""What the capture middlewares do, and the request view handed to consumer callbacks."""
+"""What the capture middlewares do, and the process-wide capture set-up.
+
+:class:`CaptureOptions` is one middleware's behaviour. A middleware without explicit options
+follows the process-wide ones, kept with the set-up deferred to the first request in
+:data:`PROCESS_CAPTURE`: the one place of capture's process state, emptied by
+:func:`spanlytics._process.reset_process`.
+"""
 
 from __future__ import annotations
 
+import importlib
 import logging
+import re
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from opentelemetry import trace
-from opentelemetry.trace import SpanKind
-
+from spanlytics._process import on_reset
 from spanlytics._throttle import ThrottledLogger
-from spanlytics.capture.state import STORE, Capture, current_capture
 from spanlytics.config import IdentifyConsumer, Settings
-from spanlytics.consumer import RANK_CALLBACK, RANK_STATE, coerce_consumer
 from spanlytics.exclusions import Exclusions
 
 _log = ThrottledLogger(logging.getLogger("spanlytics.capture"))
+_consumer_log = ThrottledLogger(logging.getLogger("spanlytics.consumer"))
+
+_CALLBACK_SPEC = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+
+
+def is_callback_spec(spec: str) -> bool:
+    """Whether a ``SPANLYTICS_CONSUMER_FROM`` entry names a ``module:function`` callback."""
+    return _CALLBACK_SPEC.match(spec.strip()) is not None
+
+
+def load_callback(specs: Sequence[str]) -> Callable[[Any], object] | None:
+    """The first ``module:function`` entry of ``SPANLYTICS_CONSUMER_FROM``, imported."""
+    for raw_spec in specs:
+        spec = raw_spec.strip()
+        kind = spec.partition(":")[0].lower()
+        if kind in ("header", "jwt-claim") or not is_callback_spec(spec):
+            continue
+        module_name, _, attr = spec.partition(":")
+        try:
+            target: Any = importlib.import_module(module_name)
+            for part in attr.split("."):
+                target = getattr(target, part)
+        except Exception as exc:
+            _consumer_log.failure("consumer.callback.load", f"cannot load consumer callback {spec}", exc)
+            return None
+        if callable(target):
+            return target  # type: ignore[no-any-return]
+        _consumer_log.warning("consumer.callback.type", "consumer callback %s is not callable", spec)
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +62,8 @@ class CaptureOptions:
     capture_bodies: bool = True
     max_body_bytes: int = 64 * 1024
     identify_consumer: IdentifyConsumer | None = None
+    """Called at the end of each request with a :class:`~spanlytics.RequestView`; what it
+    returns is validated in the background (a Consumer, an identifier, a mapping or None)."""
     exclusions: Exclusions = field(default_factory=Exclusions.default)
     internal_spans: bool | None = None
     """Keep the ASGI middleware's ``receive``/``send`` spans where spanlytics applies or
@@ -37,34 +72,91 @@ class CaptureOptions:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> CaptureOptions:
+        """The options ``settings`` ask for; the callback is the code-given one, else a
+        ``module:function`` entry of ``SPANLYTICS_CONSUMER_FROM``."""
+        callback = settings.identify_consumer
         return cls(
             enabled=settings.enabled,
             capture_bodies=settings.capture_bodies,
             max_body_bytes=settings.max_body_bytes,
-            identify_consumer=settings.identify_callback(),
+            identify_consumer=callback if callback is not None else load_callback(settings.consumer_from),
             exclusions=settings.exclusions(),
             internal_spans=settings.asgi_internal_spans,
         )
 
 
-_options: CaptureOptions | None = None
+class ProcessCapture:
+    """Capture's process-wide state: the default options, the set-up deferred to the first
+    request, and what to run when an ASGI app's lifespan shuts down.
+
+    Options and deferred set-up are forgotten by :func:`spanlytics._process.reset_process`
+    (not in a forked child: a worker forked after ``configure()`` keeps its options, and a
+    set-up deferred before the fork runs in each worker). The shutdown hook is wiring, set
+    once by the layer that knows how to flush (capture imports nothing above it).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._options: CaptureOptions | None = None
+        self.deferred: tuple[Callable[[], None], ...] = ()
+        """Read on the request path without the lock: empty once nothing waits."""
+        self._on_lifespan_shutdown: Callable[[], object] | None = None
+
+    def options(self) -> CaptureOptions:
+        """The process-wide options (resolved from the environment on first use)."""
+        options = self._options
+        if options is None:
+            options = self._options = CaptureOptions.from_settings(Settings.resolve())
+        return options
+
+    def set_options(self, options: CaptureOptions) -> None:
+        self._options = options
+
+    def defer(self, setup: Callable[[], None]) -> None:
+        with self._lock:
+            self.deferred = (*self.deferred, setup)
+
+    def run_deferred(self) -> None:
+        with self._lock:
+            pending, self.deferred = self.deferred, ()
+        for setup in pending:
+            try:
+                setup()
+            except Exception as exc:
+                _log.failure("setup.deferred", "spanlytics set-up failed; requests are not recorded", exc)
+
+    def on_lifespan_shutdown(self, hook: Callable[[], object] | None) -> Callable[[], object] | None:
+        """Run ``hook`` when an ASGI app's lifespan shuts down (``spanlytics`` flushes there:
+        uvicorn re-raises SIGTERM after a graceful shutdown, and exit hooks never run).
+        Returns the hook it replaces."""
+        previous, self._on_lifespan_shutdown = self._on_lifespan_shutdown, hook
+        return previous
+
+    def lifespan_shutdown(self) -> None:
+        hook = self._on_lifespan_shutdown
+        if hook is not None:
+            try:
+                hook()
+            except Exception as exc:  # the server's shutdown must go on
+                _log.failure("lifespan.shutdown", "spanlytics could not flush at shutdown", exc)
+
+    def reset(self) -> None:
+        with self._lock:
+            self._options = None
+            self.deferred = ()
+
+
+PROCESS_CAPTURE = ProcessCapture()
+on_reset(PROCESS_CAPTURE.reset)
 
 
 def process_options() -> CaptureOptions:
     """The process-wide options (resolved from the environment on first use)."""
-    global _options
-    if _options is None:
-        _options = CaptureOptions.from_settings(Settings.resolve())
-    return _options
+    return PROCESS_CAPTURE.options()
 
 
 def set_process_options(options: CaptureOptions) -> None:
-    global _options
-    _options = options
-
-
-_deferred: tuple[Callable[[], None], ...] | None = None
-_deferred_lock = threading.Lock()
+    PROCESS_CAPTURE.set_options(options)
 
 
 def defer_until_first_request(setup: Callable[[], None]) -> None:
@@ -76,88 +168,14 @@ def defer_until_first_request(setup: Callable[[], None]) -> None:
     ASGI internal-spans choice waits for it too, since it depends on the provider's
     processors (a server's lifespan start builds the middleware stack before any request).
     """
-    global _deferred
-    with _deferred_lock:
-        _deferred = (*(_deferred or ()), setup)
+    PROCESS_CAPTURE.defer(setup)
 
 
 def run_deferred_setup() -> None:
-    global _deferred
-    with _deferred_lock:
-        pending, _deferred = _deferred or (), None
-    for setup in pending:
-        try:
-            setup()
-        except Exception as exc:
-            _log.failure("setup.deferred", "spanlytics set-up failed; requests are not recorded", exc)
+    PROCESS_CAPTURE.run_deferred()
 
 
-def begin_request(options: CaptureOptions, path: str, user_agent: str | None) -> bool:
-    """Whether to capture this request: not when nested in a captured one, or excluded."""
-    if _deferred:
-        run_deferred_setup()
-    if not options.enabled or current_capture() is not None:
-        return False
-    return not options.exclusions.excludes(path, user_agent)
-
-
-@dataclass(frozen=True, slots=True)
-class RequestView:
-    """A read-only view of a request, given to ``identify_consumer`` callbacks.
-
-    ``headers`` has lower-case names (the last value wins for repeated headers); ``state``
-    is the ASGI scope's ``state`` dict (``request.state``) or the WSGI environ.
-    """
-
-    method: str
-    path: str
-    query: str
-    headers: Mapping[str, str]
-    client_ip: str | None
-    state: Mapping[str, Any]
-
-
-def link_current_server_span(capture: Capture) -> None:
-    """Link ``capture`` to the current span when a server span is already open.
-
-    The span processor normally links the capture when the server span starts inside the
-    middleware. This covers the other order: the middleware installed *inside* an
-    instrumentation middleware (for example when the app was instrumented after us).
-    """
-    span = trace.get_current_span()
-    if getattr(span, "kind", None) is SpanKind.SERVER and span.is_recording():
-        span_id = span.get_span_context().span_id
-        capture.span = span
-        capture.span_id = span_id
-        STORE.register(span_id, capture)
-
-
-def identify_at_end(capture: Capture, options: CaptureOptions, state: Mapping[str, Any] | None) -> None:
-    """Apply the request-state and callback consumer sources once the response is done.
-
-    Runs on the request path, so it only reads; a callback that raises or returns junk is
-    logged (rate-limited, type only) and treated as "no consumer".
-    """
-    if state:
-        try:
-            # ASGI request state holds "spanlytics_consumer"; a WSGI environ the documented
-            # "spanlytics.consumer" (the other spelling is accepted there too)
-            value = state.get("spanlytics.consumer", state.get("spanlytics_consumer"))
-            capture.offer_consumer(coerce_consumer(value), RANK_STATE)
-        except Exception as exc:
-            _log.failure("consumer.state", "could not read the consumer from request state", exc)
-    callback = options.identify_consumer
-    if callback is None:
-        return
-    try:
-        view = RequestView(
-            method=capture.method,
-            path=capture.path,
-            query=capture.query,
-            headers=dict(capture.request_headers),
-            client_ip=capture.client_ip,
-            state=state or {},
-        )
-        capture.offer_consumer(coerce_consumer(callback(view)), RANK_CALLBACK)
-    except Exception as exc:
-        _log.failure("consumer.callback", "identify_consumer callback failed; no consumer", exc)
+# Compatibility until tests/conftest.py resets through spanlytics._process.reset_process():
+# the names it patches. They hold nothing any more; delete them at the merge.
+_options: None = None
+_deferred: None = None

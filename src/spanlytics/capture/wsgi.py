@@ -21,14 +21,9 @@ from typing import Any
 from urllib.parse import quote
 
 from spanlytics._throttle import ThrottledLogger
-from spanlytics.capture.options import (
-    CaptureOptions,
-    begin_request,
-    identify_at_end,
-    link_current_server_span,
-    process_options,
-)
-from spanlytics.capture.state import STORE, Capture, enter_capture, exit_capture
+from spanlytics.capture.lifecycle import begin_request, link_current_server_span, note_consumer_hints
+from spanlytics.capture.options import PROCESS_CAPTURE, CaptureOptions
+from spanlytics.capture.store import STORE, Capture, enter_capture, exit_capture
 
 Environ = MutableMapping[str, Any]
 StartResponse = Callable[..., Callable[[bytes], object]]
@@ -169,7 +164,7 @@ def capture_wsgi(
     app: WSGIApp, environ: Environ, start_response: StartResponse, options: CaptureOptions | None = None
 ) -> Iterable[bytes]:
     """Run ``app`` for one WSGI request, capturing it."""
-    options = options or process_options()
+    options = options or PROCESS_CAPTURE.options()
     capture: Capture | None = None
     try:
         if begin_request(options, str(environ.get("PATH_INFO", "/")), environ.get("HTTP_USER_AGENT")):
@@ -194,7 +189,7 @@ def capture_wsgi(
         if finished:
             return
         finished = True
-        identify_at_end(capture, options, environ)
+        note_consumer_hints(capture, options, environ)
         STORE.finish(capture)
 
     def start_response_tee(status: str, headers: Iterable[tuple[str, str]], *exc_info: Any) -> Any:

@@ -1,4 +1,9 @@
-"""``instrument_app``: put the capture middleware on a FastAPI, Starlette or Flask app."""
+"""``instrument_app``: put the capture middleware on a FastAPI, Starlette or Flask app.
+
+Importing it also hands capture the flush to run when an ASGI app's lifespan shuts down
+(capture imports nothing above it; ``spanlytics`` imports this module, so the hook is in
+place before any request can be captured).
+"""
 
 from __future__ import annotations
 
@@ -8,10 +13,11 @@ import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from spanlytics.app_routes import register_app
 from spanlytics.capture.asgi import ASGIApp, ASGICaptureMiddleware
-from spanlytics.capture.options import CaptureOptions, defer_until_first_request, process_options
-from spanlytics.capture.routes import register_app
+from spanlytics.capture.options import PROCESS_CAPTURE, CaptureOptions
 from spanlytics.capture.wsgi import WSGICaptureMiddleware
+from spanlytics.otel.configure import flush, spanlytics_is_the_only_processor
 
 _logger = logging.getLogger("spanlytics.capture")
 
@@ -37,10 +43,6 @@ def keep_internal_spans(requested: bool | None) -> bool:
     from opentelemetry import trace
     from opentelemetry.sdk.trace import TracerProvider
 
-    # instrument_app is an entry point like configure(); imported here because
-    # spanlytics.otel.configure imports the capture package.
-    from spanlytics.otel.configure import spanlytics_is_the_only_processor
-
     provider = trace.get_tracer_provider()
     return not (isinstance(provider, TracerProvider) and spanlytics_is_the_only_processor(provider))
 
@@ -48,7 +50,8 @@ def keep_internal_spans(requested: bool | None) -> bool:
 def apply_internal_spans_choice(stack: object, requested: bool | None) -> None:
     """Leave out the internal spans of the OTel ASGI middleware in ``stack`` unless kept.
 
-    Run at the app's first request (see :func:`defer_until_first_request`), so the choice
+    Run at the app's first request (see :meth:`ProcessCapture.defer
+    <spanlytics.capture.options.ProcessCapture.defer>`), so the choice
     sees every span processor set up by then, also after ``configure()``, in a lifespan
     handler or by the zero-code hook. The middleware reads its ``exclude_*`` flags on each
     request; they are what its ``exclude_spans`` argument sets.
@@ -155,10 +158,10 @@ def instrument_app(
                 def choose() -> None:
                     requested = internal_spans
                     if requested is None:
-                        requested = (options or process_options()).internal_spans
+                        requested = (options or PROCESS_CAPTURE.options()).internal_spans
                     apply_internal_spans_choice(stack, requested)
 
-                defer_until_first_request(choose)
+                PROCESS_CAPTURE.defer(choose)
             return ASGICaptureMiddleware(stack, options)
 
         target.build_middleware_stack = build_middleware_stack
@@ -176,3 +179,10 @@ def instrument_app(
     setattr(target, _MARK, True)
     register_app(target)
     return app
+
+
+def _flush_at_lifespan_shutdown() -> None:
+    flush(timeout_s=10.0)
+
+
+PROCESS_CAPTURE.on_lifespan_shutdown(_flush_at_lifespan_shutdown)
