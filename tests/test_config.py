@@ -435,3 +435,13 @@ def test_every_documented_variable_is_read_and_every_documented_keyword_accepted
     assert variables <= environ.read
     assert set(documented) == set(spanlytics.config.SettingsArgs.__optional_keys__)
     Settings.resolve(**dict.fromkeys(documented))  # every keyword is accepted
+
+
+def test_a_destination_option_reads_as_its_keyword() -> None:
+    # the options live with their destinations; the keywords still read as attributes
+    settings = Settings.resolve(readme_api_key="rdme_k", local_path="/tmp/x.db", http_gzip=True)
+    assert (settings.readme_api_key, settings.local_path, settings.http_gzip) == ("rdme_k", "/tmp/x.db", True)
+    assert settings.apitally_env == "prod" and settings.apitally_sync_interval_s is None
+    assert "rdme_k" not in repr(settings)  # a secret stays out of repr, as before
+    for missing in ("readme_colour", "local", "nothing"):
+        assert not hasattr(settings, missing)

@@ -221,6 +221,15 @@ class Settings:
         default_factory=_default_destination_options, hash=False
     )
 
+    def __getattr__(self, name: str) -> object:
+        """A destination's option by its keyword, read-only (``settings.readme_api_key``), as
+        before the options moved to their destinations; new code reads ``ReadmeOptions.of(settings)``."""
+        for destination, options in self.__dict__.get("destination_options", {}).items():
+            option = name.removeprefix(f"{destination}_")
+            if option != name and option in getattr(options, "__dataclass_fields__", ()):
+                return getattr(options, option)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
     @classmethod
     def resolve(cls, env: Mapping[str, str] | None = None, **overrides: Unpack[SettingsArgs]) -> Settings:
         """Keyword arguments win; then ``SPANLYTICS_*`` variables; then the defaults.

@@ -26,21 +26,28 @@ Modules: ``options`` (``apitally_*`` settings), ``aggregation`` (sync data), ``r
 (log items and files), ``hub`` (the destination: startup, sync and log, the instance slot).
 """
 
-from spanlytics.destinations.apitally.aggregation import (
-    Aggregator,
-    exception_type,
-    response_time_bucket,
-    truncated_message,
-    truncated_traceback,
-)
-from spanlytics.destinations.apitally.hub import ApitallyDestination, InstanceSlot, build_apitally
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 from spanlytics.destinations.apitally.options import DEFAULT_BASE_URL, ApitallyOptions
-from spanlytics.destinations.apitally.request_log import (
-    MAX_LOG_FILE_BYTES,
-    LogFile,
-    RequestLogEncoder,
-    decode_log,
-)
+
+if TYPE_CHECKING:
+    from spanlytics.config import Settings
+    from spanlytics.destinations.apitally.aggregation import (
+        Aggregator,
+        exception_type,
+        response_time_bucket,
+        truncated_message,
+        truncated_traceback,
+    )
+    from spanlytics.destinations.apitally.hub import ApitallyDestination, InstanceSlot
+    from spanlytics.destinations.apitally.request_log import (
+        MAX_LOG_FILE_BYTES,
+        LogFile,
+        RequestLogEncoder,
+        decode_log,
+    )
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -58,3 +65,24 @@ __all__ = [
     "truncated_message",
     "truncated_traceback",
 ]
+
+
+def build_apitally(settings: Settings, options: ApitallyOptions) -> ApitallyDestination:
+    """The registry's factory (the hub's modules load when an apitally destination is built)."""
+    from spanlytics.destinations.apitally import hub
+
+    return hub.build_apitally(settings, options)
+
+
+def __getattr__(name: str) -> object:
+    """The aggregation, request-log and hub names, imported on first use: every process
+    imports this package for its options, few build the destination (tens of ms of imports)."""
+    missing = AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    if name not in __all__:  # (a submodule not imported yet: the import system then loads it)
+        raise missing
+    from spanlytics.destinations.apitally import aggregation, hub, request_log
+
+    for module in (aggregation, request_log, hub):
+        if name in vars(module):
+            return vars(module)[name]
+    raise missing

@@ -9,10 +9,12 @@ import hashlib
 import logging
 import os
 import sys
+import tempfile
 import threading
 import time
 import uuid
 from collections.abc import Sequence
+from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +23,7 @@ from spanlytics._json import dumps
 from spanlytics._process import reset_in_child
 from spanlytics._throttle import ThrottledLogger
 from spanlytics.capture import routes
+from spanlytics.delivery.sender import Sender, retry_after_s
 from spanlytics.delivery.settings import SenderSettings
 from spanlytics.delivery.spool import Batch
 from spanlytics.destinations.apitally.aggregation import Aggregator
@@ -82,8 +85,6 @@ def _rss_bytes() -> int | None:
 
 
 def _versions(framework: str) -> dict[str, str]:
-    from importlib import metadata  # (about 30 ms of imports: only when the startup is sent)
-
     found = {
         "python": ".".join(str(part) for part in sys.version_info[:3]),
         "spanlytics": __about__.VERSION,
@@ -111,8 +112,6 @@ class InstanceSlot:
             import fcntl
         except ImportError:  # not POSIX: one uuid per process
             return str(uuid.uuid4())
-        import tempfile
-
         directory = Path(tempfile.gettempdir()) / "spanlytics-apitally"
         try:
             directory.mkdir(mode=0o700, exist_ok=True)
@@ -158,9 +157,6 @@ class ApitallyDestination:
         self, options: ApitallyOptions, settings: SenderSettings, trust_forwarded: bool = False
     ) -> None:
         """``options.client_id`` is required; ``settings`` carry the hub's base URL."""
-        # requests (behind Sender) is imported when a remote destination is built, not with spanlytics
-        from spanlytics.delivery.sender import Sender
-
         if options.client_id is None:
             raise ValueError("the apitally destination needs a client id")
         self.client_id = str(uuid.UUID(options.client_id))
@@ -327,8 +323,6 @@ class ApitallyDestination:
                 )
             return "rejected"
         if status == 402 and batch.path.startswith("/log"):
-            from spanlytics.delivery.sender import retry_after_s  # loaded with the Sender
-
             wait = retry_after_s(response.headers.get("Retry-After"))
             if wait is not None:
                 self._log_suspended_until = time.time() + wait
