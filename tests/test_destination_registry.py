@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import subprocess
+import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -190,3 +192,14 @@ def test_readme_batches_stay_at_most_100_logs(tmp_path: Path) -> None:
         readme.shutdown()
     finally:
         stub.close()
+
+
+def test_importing_spanlytics_alone_installs_the_registry() -> None:
+    # config.py cannot import the destinations; `import spanlytics` must (through the
+    # pipeline), or Settings.resolve() would refuse every destination keyword.
+    code = (
+        "from spanlytics import Settings; "
+        "print(Settings.resolve(readme_api_key='k', env={}).destination_options['readme'].api_key)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.strip() == "k", out.stderr
