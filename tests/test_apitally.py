@@ -211,11 +211,12 @@ def test_settings_validate_client_id_and_env(caplog: pytest.LogCaptureFixture) -
     settings = Settings.resolve(
         env={"SPANLYTICS_APITALLY_CLIENT_ID": CLIENT_ID.upper(), "SPANLYTICS_APITALLY_ENV": "staging-eu"}
     )
-    assert settings.apitally_client_id == CLIENT_ID and settings.apitally_env == "staging-eu"
+    options = ApitallyOptions.of(settings)
+    assert options.client_id == CLIENT_ID and options.env == "staging-eu"
     bad = Settings.resolve(
         env={"SPANLYTICS_APITALLY_CLIENT_ID": "not-a-uuid", "SPANLYTICS_APITALLY_ENV": "bad env!"}
     )
-    assert bad.apitally_client_id is None and bad.apitally_env == "prod"
+    assert ApitallyOptions.of(bad) == ApitallyOptions(client_id=None, env="prod")
     assert "SPANLYTICS_APITALLY_CLIENT_ID" in caplog.text and "not-a-uuid" not in caplog.text
     with pytest.raises(ValueError, match="apitally_client_id"):
         Settings.resolve(apitally_client_id="nope")
@@ -259,7 +260,7 @@ def hub() -> Any:
 
 def destination(hub: ApitallyHub, tmp_path: Path, **options: Any) -> ApitallyDestination:
     settings = SenderSettings(hub.url, spool_dir=str(tmp_path / "spool"), backoff_initial_s=0.05)
-    return ApitallyDestination(CLIENT_ID, "prod", settings, ApitallyOptions(**options))
+    return ApitallyDestination(ApitallyOptions(client_id=CLIENT_ID, **options), settings)
 
 
 def test_flush_sends_startup_sync_and_log(hub: ApitallyHub, tmp_path: Path) -> None:

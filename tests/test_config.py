@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +24,22 @@ from tests.test_masking_leaks import make_record
 SECRET_LOOKING = "tok-7Qx2vR9w"
 
 
+def value(settings: Settings, keyword: str) -> Any:
+    """A setting by its keyword: a core field, or a field of a destination's options."""
+    if keyword in {f.name for f in dataclasses.fields(Settings)}:
+        return getattr(settings, keyword)
+    for name, options in settings.destination_options.items():
+        if keyword.startswith(f"{name}_"):
+            return getattr(options, keyword.removeprefix(f"{name}_"))
+    return getattr(settings, keyword)
+
+
 def test_defaults_without_arguments_or_environment() -> None:
     settings = Settings.resolve()
     assert settings == Settings()
     assert settings.enabled is True
     assert settings.destinations == ("local",)
-    assert settings.local_path == "./spanlytics.db"
+    assert value(settings, "local_path") == "./spanlytics.db"
     assert settings.max_body_bytes == 64 * 1024
     assert settings.consumer_header is None
     assert settings.exclude_defaults is True
@@ -54,18 +65,20 @@ def test_defaults_without_arguments_or_environment() -> None:
 def test_keyword_beats_environment_beats_default(
     monkeypatch: pytest.MonkeyPatch, name: str, variable: str, raw: str, parsed: Any, keyword: Any
 ) -> None:
-    default = getattr(Settings(), name)
-    assert getattr(Settings.resolve(), name) == default
+    default = value(Settings(), name)
+    assert value(Settings.resolve(), name) == default
     monkeypatch.setenv(variable, raw)
-    assert getattr(Settings.resolve(), name) == parsed != default
-    assert getattr(Settings.resolve(**{name: keyword}), name) == keyword
-    assert getattr(Settings.resolve(**{name: None}), name) == parsed  # None means "not given"
+    assert value(Settings.resolve(), name) == parsed != default
+    assert value(Settings.resolve(**{name: keyword}), name) == keyword
+    assert value(Settings.resolve(**{name: None}), name) == parsed  # None means "not given"
 
 
 def test_an_explicit_environment_mapping_replaces_os_environ(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SPANLYTICS_LOCAL_PATH", "/from/os.db")
-    assert Settings.resolve(env={}).local_path == "./spanlytics.db"
-    assert Settings.resolve(env={"SPANLYTICS_LOCAL_PATH": "/from/map.db"}).local_path == "/from/map.db"
+    assert value(Settings.resolve(env={}), "local_path") == "./spanlytics.db"
+    assert (
+        value(Settings.resolve(env={"SPANLYTICS_LOCAL_PATH": "/from/map.db"}), "local_path") == "/from/map.db"
+    )
 
 
 @pytest.mark.parametrize(
@@ -115,7 +128,7 @@ def test_number_and_list_variables(
     monkeypatch: pytest.MonkeyPatch, variable: str, raw: str, name: str, expected: Any
 ) -> None:
     monkeypatch.setenv(variable, raw)
-    assert getattr(Settings.resolve(), name) == expected
+    assert value(Settings.resolve(), name) == expected
 
 
 @pytest.mark.parametrize(
@@ -183,7 +196,11 @@ def test_one_invalid_variable_does_not_discard_the_others(monkeypatch: pytest.Mo
     monkeypatch.setenv("SPANLYTICS_LOCAL_PATH", "/data/api.db")
     monkeypatch.setenv("SPANLYTICS_CAPTURE_BODIES", "off")
     settings = Settings.resolve()
-    assert (settings.batch_size, settings.local_path, settings.capture_bodies) == (512, "/data/api.db", False)
+    assert (settings.batch_size, value(settings, "local_path"), settings.capture_bodies) == (
+        512,
+        "/data/api.db",
+        False,
+    )
 
 
 def test_unknown_keyword_raises_type_error_naming_it() -> None:
@@ -227,12 +244,12 @@ def test_a_name_list_given_as_a_string_is_parsed_as_its_variable(
     monkeypatch: pytest.MonkeyPatch, name: str, given: str, expected: tuple[str, ...]
 ) -> None:
     # (it used to be iterated character by character: a host check became a substring test)
-    assert getattr(Settings.resolve(**{name: given}), name) == expected
+    assert value(Settings.resolve(**{name: given}), name) == expected
     variable = {"mask_allow": "SPANLYTICS_MASK_ALLOW", "http_headers": "SPANLYTICS_HTTP_HEADERS"}.get(
         name, f"SPANLYTICS_{name.upper()}"
     )
     monkeypatch.setenv(variable, given)
-    assert getattr(Settings.resolve(), name) == expected
+    assert value(Settings.resolve(), name) == expected
 
 
 def test_a_denylisted_field_given_as_a_string_is_masked() -> None:
@@ -247,7 +264,9 @@ def test_a_denylisted_field_given_as_a_string_is_masked() -> None:
 def test_settings_are_frozen_and_compare_by_value() -> None:
     settings = Settings.resolve(local_path="/tmp/a.db")
     with pytest.raises(dataclasses.FrozenInstanceError):
-        settings.local_path = "/tmp/b.db"  # type: ignore[misc]
+        settings.batch_size = 8  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        settings.destination_options["local"].path = "/tmp/b.db"  # type: ignore[attr-defined]
     assert settings == Settings.resolve(local_path="/tmp/a.db", identify_consumer=lambda view: None)
 
 
@@ -352,7 +371,7 @@ def test_invalid_keyword_values_are_rejected_at_start(name: str, value: object) 
     ],
 )
 def test_valid_edge_values_are_accepted(name: str, value: object) -> None:
-    assert getattr(Settings.resolve(**{name: value}), name) == value
+    assert globals()["value"](Settings.resolve(**{name: value}), name) == value
 
 
 def test_configure_reads_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -389,3 +408,40 @@ def test_exception_masking_mode_from_the_environment_or_a_keyword(
         Settings.resolve(mask_exceptions="full")
     with pytest.raises(ValueError, match="mask_exceptions"):  # the masker takes no other spelling
         Settings.resolve(mask_exceptions="Omit")
+
+
+class _RecordingEnviron(dict[str, str]):
+    """An environment that remembers which variables were looked up."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.read: set[str] = set()
+
+    def get(self, key: str, default: Any = None) -> Any:  # type: ignore[override]
+        self.read.add(key)
+        return super().get(key, default)
+
+
+def test_every_documented_variable_is_read_and_every_documented_keyword_accepted() -> None:
+    # The README's table is the contract: the destinations' options moved out of config.py,
+    # their keywords and variables must not have changed.
+    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    rows = re.findall(r"^\| `(\w+)` \| `?(SPANLYTICS_\w+|\(code only\))`? \|", readme, re.MULTILINE)
+    documented: dict[str, str] = dict(rows)
+    assert len(documented) > 50 and "apitally_sync_interval_s" in documented
+    environ = _RecordingEnviron()
+    Settings.resolve(env=environ)
+    variables = {v for v in documented.values() if v.startswith("SPANLYTICS_")}
+    assert variables <= environ.read
+    assert set(documented) == set(spanlytics.config.SettingsArgs.__optional_keys__)
+    Settings.resolve(**dict.fromkeys(documented))  # every keyword is accepted
+
+
+def test_a_destination_option_reads_as_its_keyword() -> None:
+    # the options live with their destinations; the keywords still read as attributes
+    settings = Settings.resolve(readme_api_key="rdme_k", local_path="/tmp/x.db", http_gzip=True)
+    assert (settings.readme_api_key, settings.local_path, settings.http_gzip) == ("rdme_k", "/tmp/x.db", True)
+    assert settings.apitally_env == "prod" and settings.apitally_sync_interval_s is None
+    assert "rdme_k" not in repr(settings)  # a secret stays out of repr, as before
+    for missing in ("readme_colour", "local", "nothing"):
+        assert not hasattr(settings, missing)

@@ -16,10 +16,13 @@ from spanlytics.consumer import Consumer
 from spanlytics.destinations import Destination, local
 from spanlytics.destinations.local import (
     SCHEMA_VERSION,
+    LocalOptions,
     LocalStore,
     SchemaError,
     iter_records,
 )
+from spanlytics.destinations.local import schema as schema_module
+from spanlytics.destinations.local import store as store_module
 from spanlytics.record import ExceptionInfo, MaskedField, RequestRecord
 from tests.support.servers import free_port, gunicorn_argv, poll_until, start_server, uvicorn_argv
 
@@ -94,7 +97,9 @@ def user_version(path: Path) -> int:
 @pytest.fixture(autouse=True)
 def fresh_throttle(monkeypatch: pytest.MonkeyPatch) -> None:
     """Each test sees its own warnings, whatever earlier tests logged."""
-    monkeypatch.setattr(local, "_log", ThrottledLogger(logging.getLogger("spanlytics.destinations.local")))
+    monkeypatch.setattr(
+        store_module, "_log", ThrottledLogger(logging.getLogger("spanlytics.destinations.local"))
+    )
 
 
 # --- round trip and basic behaviour ---------------------------------------------------------
@@ -210,6 +215,23 @@ def test_missing_parent_directories_are_created(tmp_path: Path) -> None:
     assert [r.record_id for r in iter_records(db)] == [make_record(1).record_id]
 
 
+def test_a_default_style_relative_path_in_a_new_directory_just_works(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The package docstring promises it (it used to say the opposite): a user who configures
+    # ./data/spanlytics.db expects records there, not a warning per batch and nothing stored.
+    assert "Missing parent directories of the path are created" in (local.__doc__ or "")
+    monkeypatch.chdir(tmp_path)
+    store = LocalStore(LocalOptions.resolve({"SPANLYTICS_LOCAL_PATH": "./data/spanlytics.db"}, {}).path)
+    store.export([make_record(1)])
+    store.shutdown()
+    assert store.dropped == 0
+    assert (tmp_path / "data").is_dir()
+    assert [r.record_id for r in iter_records(tmp_path / "data" / "spanlytics.db")] == [
+        make_record(1).record_id
+    ]
+
+
 def test_not_a_database_file_is_left_alone(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     db = tmp_path / "notes.db"
     db.write_bytes(b"these are my notes, not a database" * 100)
@@ -317,8 +339,8 @@ def test_a_later_migration_adds_a_column_to_a_v1_file(
     old = tmp_path / "old.db"
     write_v1_file(old)
     v2 = ("ALTER TABLE requests ADD COLUMN region TEXT",)
-    monkeypatch.setattr(local, "MIGRATIONS", (*local.MIGRATIONS, v2))
-    monkeypatch.setattr(local, "SCHEMA_VERSION", SCHEMA_VERSION + 1)
+    monkeypatch.setattr(schema_module, "MIGRATIONS", (*local.MIGRATIONS, v2))
+    monkeypatch.setattr(schema_module, "SCHEMA_VERSION", SCHEMA_VERSION + 1)
     store = LocalStore(old)
     store.export([make_record(1)])
     assert store.dropped == 0
@@ -435,9 +457,9 @@ def test_batches_of_every_length_prepare_few_distinct_statements(tmp_path: Path)
             rows_per_insert.add(sql.count("), (") + 1)
 
     conn.set_trace_callback(seen)
-    per = local._rows_per_statement(conn)  # 28 where Python < 3.11 cannot read SQLite's limit
+    per = store_module._rows_per_statement(conn)  # 28 where Python < 3.11 cannot read SQLite's limit
     total = 1
-    for length in range(1, 2 * local._MAX_ROWS_PER_STATEMENT + 3):
+    for length in range(1, 2 * store_module._MAX_ROWS_PER_STATEMENT + 3):
         store.export([make_record(total + i) for i in range(length)])
         total += length
     store.shutdown()

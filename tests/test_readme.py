@@ -12,8 +12,14 @@ from typing import Any
 import jsonschema
 import pytest
 import requests
+from fastapi import FastAPI, Request
+from fastapi.testclient import TestClient
+from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+from opentelemetry.sdk.trace import TracerProvider
 
+import spanlytics
 from spanlytics.consumer import Consumer
+from spanlytics.destinations.local import iter_records
 from spanlytics.destinations.readme import ReadmeEncoder, ReadmeOptions, readme_hash
 from spanlytics.record import RequestRecord
 from tests.support.ingest_stub import IngestStub
@@ -69,7 +75,7 @@ def test_entry_shape_and_rules() -> None:
     assert "postData" not in entry["request"]
     assert encoder.entry(record(method="OPTIONS")) is None  # never logged, as ReadMe's SDKs
     assert encoder.entry(record(consumer=None)) is None  # no group: skipped...
-    anonymous = ReadmeEncoder(ReadmeOptions(anonymous_group="anonymous")).entry(record(consumer=None))
+    anonymous = ReadmeEncoder(ReadmeOptions(log_anonymous="anonymous")).entry(record(consumer=None))
     assert anonymous is not None and anonymous["group"] == {
         "id": readme_hash("anonymous"),
         "label": "anonymous",
@@ -86,7 +92,7 @@ def test_forwarded_headers_only_when_trusted() -> None:
     )
     rec = record(host="internal:8000", request_headers=forwarded, path="/v1/x", query="a=1")
     plain = ReadmeEncoder().entry(rec)
-    trusted = ReadmeEncoder(ReadmeOptions(trust_forwarded=True)).entry(rec)
+    trusted = ReadmeEncoder(trust_forwarded=True).entry(rec)
     assert plain is not None and trusted is not None
     assert plain["request"]["log"]["entries"][0]["request"]["url"] == "http://internal:8000/v1/x?a=1"
     assert trusted["request"]["log"]["entries"][0]["request"]["url"] == "https://api.example.com/v1/x?a=1"
@@ -241,3 +247,43 @@ def test_examples_send_valid_har_for_every_identified_request(example: str, tmp_
         assert entry["response"]["content"]["size"] == len(entry["response"]["content"]["text"].encode())
     sent_text = b"".join(r.body for r in stub.requests())
     assert b"sk_demo_" not in sent_text  # API keys appear only as ReadMe's hash
+
+
+def test_readme_denylist_masks_what_every_destination_receives(tmp_path: Path) -> None:
+    # ReadMe's option names, but general masking settings: fail closed, so a name the user
+    # wants hidden reaches neither ReadMe nor the local store (nor any other destination).
+    stub = IngestStub()
+    provider = TracerProvider()
+    try:
+        processor = spanlytics.configure(
+            tracer_provider=provider,
+            destinations="local,readme",
+            local_path=str(tmp_path / "s.db"),
+            readme_api_key=API_KEY,
+            readme_base_url=stub.url,
+            readme_log_anonymous="anonymous",
+            readme_denylist="account_ref",  # one name, as a string
+            spool_dir=str(tmp_path / "spool"),
+        )
+        assert processor is not None
+        app = FastAPI()
+
+        @app.post("/transfers")
+        async def transfer(request: Request) -> dict[str, object]:
+            return {"ok": True, "echo": await request.json()}
+
+        FastAPIInstrumentor.instrument_app(app, tracer_provider=provider)
+        client = TestClient(spanlytics.instrument_app(app))
+        sent = {"account_ref": "ACC-77-SECRET", "amount": 12}
+        assert client.post("/transfers?account_ref=ACC-77-SECRET", json=sent).status_code == 200
+        assert processor.force_flush()
+        [stored] = list(iter_records(tmp_path / "s.db"))
+        [posted] = [entry for r in stub.requests() for entry in json.loads(r.body)]
+    finally:
+        provider.shutdown()
+        stub.close()
+    readme_text = json.dumps(posted)
+    local_text = " ".join(str(v) for v in (stored.query, stored.request_body, stored.response_body))
+    for text in (readme_text, local_text):
+        assert "ACC-77-SECRET" not in text and "account_ref" in text
+    assert json.loads(stored.request_body or "") == {"account_ref": "[masked]", "amount": 12}

@@ -14,12 +14,11 @@ import pytest
 
 from spanlytics.consumer import Consumer
 from spanlytics.destinations.local import LocalStore, SchemaError
+from spanlytics.destinations.local.queries import consumers_query, endpoints_query
 from spanlytics.record import RequestRecord
 from spanlytics.report import (
     MAX_SINCE_S,
     build_report,
-    consumers_query,
-    endpoints_query,
     format_report,
     parse_duration,
     percentile,

@@ -10,10 +10,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from spanlytics.__about__ import VERSION
-from spanlytics.destinations.local import SchemaError
+from spanlytics.destinations.local import DEFAULT_PATH, LocalOptions, SchemaError
 from spanlytics.report import build_report, format_report, parse_duration
-
-DEFAULT_DB = "./spanlytics.db"
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -67,9 +65,9 @@ def _parser() -> argparse.ArgumentParser:
     report = commands.add_parser("report", help="per-endpoint and per-consumer analytics")
     report.add_argument(
         "--db",
-        default=os.environ.get("SPANLYTICS_LOCAL_PATH", DEFAULT_DB),
+        default=LocalOptions.resolve(os.environ, {}).path,  # as the app's local destination reads it
         metavar="PATH",
-        help=f"the local store's SQLite file (default: $SPANLYTICS_LOCAL_PATH, else {DEFAULT_DB})",
+        help=f"the local store's SQLite file (default: $SPANLYTICS_LOCAL_PATH, else {DEFAULT_PATH})",
     )
     report.add_argument(
         "--since", metavar="DURATION", help="only requests newer than this, e.g. 15m, 2h, 7d (at most 36500d)"

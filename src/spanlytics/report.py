@@ -1,5 +1,9 @@
 """Per-endpoint and per-consumer summaries of a local store, as JSON-ready data or text tables.
 
+The rows come from the store's reader (:class:`~spanlytics.destinations.local.LocalReader`,
+whose SQL lives beside the schema in ``destinations/local/queries.py``); this module adds
+them up and formats them.
+
     report = build_report("./spanlytics.db", since_s=parse_duration("24h"))
     print(format_report(report))
 
@@ -21,19 +25,16 @@ from __future__ import annotations
 import datetime as dt
 import os
 import re
-import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from itertools import groupby
 from typing import Any
 
-from spanlytics.destinations.local import connect_for_reading
+from spanlytics.destinations.local.reader import ConsumerRow, EndpointRow, LocalReader
 
 __all__ = [
     "MAX_SINCE_S",
     "build_report",
-    "consumers_query",
-    "endpoints_query",
     "format_report",
     "parse_duration",
     "percentile",
@@ -86,52 +87,15 @@ def _mean(total: int, count: int) -> float | None:
     return total / count if count else None
 
 
-def _window(since_ns: int | None) -> tuple[str, tuple[int, ...]]:
-    """The WHERE clause (and its parameters) of a report query: none at all for all time.
-
-    The report queries write their ORDER BY columns as ``+column``: the unary plus keeps
-    SQLite's planner from walking the (method, route) or consumer index to skip the sort, which
-    reads every row of the table in index order however short the window. Without that option
-    it searches the start-time index for the window and sorts only the rows it found: a
-    one-hour window of a 1M-record store is read in milliseconds instead of seconds. For all
-    time there is no WHERE clause, so the table is scanned once in storage order (a range over
-    the whole start-time index would look every row up one by one).
-    """
-    if since_ns is None:
-        return "", ()
-    return " WHERE start_time_ns >= ?", (since_ns,)
-
-
-def endpoints_query(since_ns: int | None) -> tuple[str, tuple[int, ...]]:
-    """The SQL (and parameters) behind the endpoints table: rows grouped by endpoint, fastest first."""
-    where, params = _window(since_ns)
-    sql = (
-        "SELECT method, route, duration_ms, status, request_size, response_size FROM requests"
-        f"{where} ORDER BY +method, +route, duration_ms"
-    )
-    return sql, params
-
-
-def consumers_query(since_ns: int | None) -> tuple[str, tuple[int, ...]]:
-    """The SQL (and parameters) behind the consumers table: rows grouped by consumer, oldest first."""
-    where, params = _window(since_ns)
-    sql = (
-        "SELECT consumer_id, consumer_name, consumer_group, status FROM requests"
-        f"{where} ORDER BY +consumer_id, +start_time_ns"
-    )
-    return sql, params
-
-
-def _endpoints(conn: sqlite3.Connection, since_ns: int | None) -> list[dict[str, Any]]:
+def _endpoints(rows: Iterator[EndpointRow]) -> list[dict[str, Any]]:
     # One ordered pass: rows arrive grouped by endpoint with durations already sorted, so only
     # the current endpoint's durations are held in memory.
-    cursor = conn.execute(*endpoints_query(since_ns))
     endpoints = []
-    for (method, route), rows in groupby(cursor, key=lambda row: (row[0], row[1])):
+    for (method, route), group in groupby(rows, key=lambda row: (row[0], row[1])):
         durations: list[float] = []
         errors = server_errors = 0
         req_total = req_n = resp_total = resp_n = 0
-        for _, _, duration, status, req_size, resp_size in rows:
+        for _, _, duration, status, req_size, resp_size in group:
             durations.append(duration)
             errors += status is not None and status >= 400
             server_errors += status is None or status >= 500
@@ -158,10 +122,9 @@ def _endpoints(conn: sqlite3.Connection, since_ns: int | None) -> list[dict[str,
     return endpoints
 
 
-def _consumers(conn: sqlite3.Connection, since_ns: int | None) -> list[dict[str, Any]]:
-    cursor = conn.execute(*consumers_query(since_ns))
+def _consumers(rows: Iterator[ConsumerRow]) -> list[dict[str, Any]]:
     consumers = []
-    for consumer_id, rows in groupby(cursor, key=lambda row: row[0]):
+    for consumer_id, group in groupby(rows, key=lambda row: row[0]):
         entry: dict[str, Any] = {
             "consumer_id": consumer_id,
             "name": None,
@@ -170,9 +133,9 @@ def _consumers(conn: sqlite3.Connection, since_ns: int | None) -> list[dict[str,
             "error_count": 0,
             "server_error_count": 0,
         }
-        for _, name, group, status in rows:  # oldest first: later non-null labels win
+        for _, name, label, status in group:  # oldest first: later non-null labels win
             entry["name"] = name if name is not None else entry["name"]
-            entry["group"] = group if group is not None else entry["group"]
+            entry["group"] = label if label is not None else entry["group"]
             entry["count"] += 1
             entry["error_count"] += status is not None and status >= 400
             entry["server_error_count"] += status is None or status >= 500
@@ -205,14 +168,9 @@ def build_report(
             "start_time_ns": since_ns,
             "start": start.isoformat(timespec="seconds").replace("+00:00", "Z"),
         }
-    conn = connect_for_reading(path)
-    try:
-        with conn:  # one read transaction: both queries see the same snapshot
-            conn.execute("BEGIN")
-            endpoints = _endpoints(conn, since_ns)
-            consumers = _consumers(conn, since_ns)
-    finally:
-        conn.close()
+    with LocalReader(path) as reader:  # one snapshot for both tables
+        endpoints = _endpoints(reader.endpoint_rows(since_ns))
+        consumers = _consumers(reader.consumer_rows(since_ns))
     return {
         "endpoints": endpoints,
         "consumers": consumers,

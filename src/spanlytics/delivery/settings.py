@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
+
+if TYPE_CHECKING:
+    from spanlytics.config import Settings
 
 # RFC 9110 token characters: anything else in a header name is rejected by servers or proxies.
 _HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
@@ -60,6 +64,24 @@ class SenderSettings:
     backoff_max_s: float = 30.0
     pause_statuses: frozenset[int] = frozenset({401, 403, 404})
     pause_s: float = 300.0
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, base_url: str, headers: tuple[tuple[str, str], ...] = (), gzip: bool = False
+    ) -> SenderSettings:
+        """One remote destination's delivery settings: its URL (and headers) plus the core
+        ``delivery_*`` and ``spool_*`` settings."""
+        return cls(
+            base_url=base_url.rstrip("/"),
+            headers=headers,
+            gzip=gzip,
+            read_timeout_s=settings.delivery_timeout_s,
+            max_queue_batches=settings.delivery_queue_batches,
+            spool_dir=settings.spool_dir,
+            spool_max_bytes=settings.spool_max_bytes,
+            spool_max_age_s=settings.spool_max_age_s,
+            backoff_max_s=settings.delivery_backoff_max_s,
+        )
 
     def __post_init__(self) -> None:
         """Checked when the destination is built, so that no send can fail on them later."""

@@ -1,4 +1,6 @@
-"""Where masked records go: one module per destination (``local``, ``readme``, ``apitally``).
+"""Where masked records go: one folder or module per destination (``local/``, ``readme.py``,
+``apitally/``, ``http.py``), each owning its options, encoder and optional pre-mask hook, and
+registered in one line of :mod:`spanlytics.destinations.registry`.
 
 A destination is an encoder plus a transport configuration. It sees only records that were
 already masked, and it is driven by spanlytics' single background worker per process::

@@ -24,18 +24,25 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from http import HTTPStatus
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import parse_qsl
 
 from spanlytics import __about__
 from spanlytics._json import dumps
-from spanlytics.delivery.sender import Sender
+from spanlytics._setting_fields import parse_bool, parse_csv, parse_optional_str, setting
 from spanlytics.delivery.settings import SenderSettings
 from spanlytics.delivery.spool import Batch, json_array_batches
+from spanlytics.destinations.options import DestinationOptions
 from spanlytics.record import RequestRecord
+
+if TYPE_CHECKING:
+    from spanlytics.config import Settings
 
 DEFAULT_BASE_URL = "https://metrics.readme.io"
 PATH = "/v1/request"
+MAX_LOGS_PER_REQUEST = 100
+"""The most logs one request to ReadMe carries, as ReadMe's SDKs send them, whatever
+``delivery_batch_records`` says (that one sizes the other destinations' batches)."""
 NOT_VALID_UTF8 = "[NOT VALID UTF-8]"
 """What ReadMe's SDKs send for a body they cannot decode (readme-metrics' Django, Flask and
 WSGI middleware)."""
@@ -75,18 +82,29 @@ def _pairs(headers: Sequence[tuple[str, str]]) -> list[dict[str, str]]:
 
 
 @dataclass(frozen=True)
-class ReadmeOptions:
-    development: bool = False
-    allowed_hosts: tuple[str, ...] = ()  # empty: every host is logged
-    anonymous_group: str | None = None  # log requests without a consumer under this label
-    trust_forwarded: bool = False  # build the URL from X-Forwarded-Proto/-Host
+class ReadmeOptions(DestinationOptions):
+    """The readme destination's options (``readme_*``, ``SPANLYTICS_README_*``).
+
+    ``readme_denylist`` and ``readme_allowlist`` are not here: they are general masking
+    settings (:class:`~spanlytics.config.Settings`), applied to every destination."""
+
+    name: ClassVar[str] = "readme"
+    required: ClassVar[str | None] = "api_key"
+
+    api_key: str | None = setting(None, parse_optional_str, secret=True)
+    base_url: str = setting(DEFAULT_BASE_URL, str)
+    development: bool = setting(False, parse_bool)  # mark logs as development data
+    allowed_hosts: tuple[str, ...] = setting((), parse_csv, names=True)  # empty: every host
+    log_anonymous: str | None = setting(None, parse_optional_str)  # the group of consumer-less requests
 
 
 class ReadmeEncoder:
-    """Masked RequestRecords -> ReadMe log objects (one HAR entry each)."""
+    """Masked RequestRecords -> ReadMe log objects (one HAR entry each). With
+    ``trust_forwarded`` the URL is built from ``X-Forwarded-Proto``/``-Host``."""
 
-    def __init__(self, options: ReadmeOptions | None = None) -> None:
+    def __init__(self, options: ReadmeOptions | None = None, trust_forwarded: bool = False) -> None:
         self.options = options or ReadmeOptions()
+        self.trust_forwarded = trust_forwarded
         self.creator = {
             "name": "spanlytics",
             "version": __about__.VERSION,
@@ -97,7 +115,7 @@ class ReadmeEncoder:
 
     def _url(self, record: RequestRecord) -> tuple[str, str]:
         scheme, host = record.scheme, record.host
-        if self.options.trust_forwarded:
+        if self.trust_forwarded:
             headers = dict(record.request_headers)
             scheme = headers.get("x-forwarded-proto", scheme).split(",")[0].strip() or scheme
             host = headers.get("x-forwarded-host", host).split(",")[0].strip() or host
@@ -112,8 +130,8 @@ class ReadmeEncoder:
             if record.consumer.email is not None:
                 group["email"] = record.consumer.email
             return group
-        if self.options.anonymous_group:
-            return {"id": readme_hash(self.options.anonymous_group), "label": self.options.anonymous_group}
+        if self.options.log_anonymous:
+            return {"id": readme_hash(self.options.log_anonymous), "label": self.options.log_anonymous}
         return None
 
     def _post_data(self, record: RequestRecord) -> dict[str, Any] | None:
@@ -201,16 +219,23 @@ class ReadmeDestination:
 
     def __init__(
         self,
-        api_key: str,
+        options: ReadmeOptions,
         settings: SenderSettings,
-        options: ReadmeOptions | None = None,
-        max_records: int = 100,
+        *,
+        trust_forwarded: bool = False,
+        max_records: int = MAX_LOGS_PER_REQUEST,
         max_bytes: int = 1024 * 1024,
     ) -> None:
-        self.encoder = ReadmeEncoder(options)
+        """``options.api_key`` is required; ``settings`` carry the Metrics API's base URL."""
+        # requests (behind Sender) is imported when a remote destination is built, not with spanlytics
+        from spanlytics.delivery.sender import Sender
+
+        if not options.api_key:
+            raise ValueError("the readme destination needs an API key")
+        self.encoder = ReadmeEncoder(options, trust_forwarded)
         self.max_records = max_records
         self.max_bytes = max_bytes
-        token = base64.b64encode(f"{api_key}:".encode()).decode()
+        token = base64.b64encode(f"{options.api_key}:".encode()).decode()
         auth = (("Authorization", f"Basic {token}"),)
         self.sender = Sender(self.name, SenderSettings(**{**settings.__dict__, "headers": auth}))
 
@@ -228,3 +253,14 @@ class ReadmeDestination:
 
     def shutdown(self, timeout_s: float = 10.0) -> None:
         self.sender.shutdown(timeout_s)
+
+
+def build_readme(settings: Settings, options: ReadmeOptions) -> ReadmeDestination:
+    """The registry's factory: the API's URL from the options, delivery from the core settings."""
+    return ReadmeDestination(
+        options,
+        SenderSettings.from_settings(settings, options.base_url),
+        trust_forwarded=settings.trust_forwarded_headers,
+        max_records=min(settings.delivery_batch_records, MAX_LOGS_PER_REQUEST),
+        max_bytes=settings.delivery_batch_bytes,
+    )

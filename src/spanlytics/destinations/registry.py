@@ -1,79 +1,114 @@
-"""Which destinations a process writes to, built from its settings."""
+"""Which destinations a process writes to: one registry, one line per destination.
+
+Each destination registers its options class (:class:`~spanlytics.destinations.options.DestinationOptions`:
+fields, defaults, ``SPANLYTICS_<NAME>_*`` parsing) and a factory building it from the core
+settings and those options::
+
+    register(HttpOptions, build_http)
+
+Importing this module hands the registry to :mod:`spanlytics.config`
+(:func:`~spanlytics.config.use_destination_options`), which sits below the destinations and
+may not import them: :meth:`Settings.resolve <spanlytics.config.Settings.resolve>` then
+accepts every registered destination's keywords and reads its variables, and
+:func:`build_destinations` builds the destinations that ``settings.destinations`` names.
+A destination registered later (a plug-in, a test) works the same way, through the same call.
+"""
 
 from __future__ import annotations
 
 import logging
-from dataclasses import fields
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
-from spanlytics.config import Settings
+from spanlytics._setting_fields import variable_of
+from spanlytics.config import Settings, use_destination_options
 from spanlytics.destinations import Destination
+from spanlytics.destinations.apitally import ApitallyOptions, build_apitally
+from spanlytics.destinations.http import HttpOptions, build_http
+from spanlytics.destinations.local import LocalOptions, build_local_store
+from spanlytics.destinations.options import DestinationOptions
+from spanlytics.destinations.readme import ReadmeOptions, build_readme
+
+__all__ = [
+    "KNOWN_DESTINATIONS",
+    "REGISTRY",
+    "DestinationRegistry",
+    "build_destinations",
+    "register",
+    "unregister",
+]
 
 _logger = logging.getLogger("spanlytics.exporter")
 
+OptionsT = TypeVar("OptionsT", bound=DestinationOptions)
+
+
+@dataclass(frozen=True)
+class DestinationEntry(Generic[OptionsT]):
+    options: type[OptionsT]
+    build: Callable[[Settings, OptionsT], Destination]
+
+
+class DestinationRegistry:
+    """Destination name -> its options class and factory, in registration order."""
+
+    def __init__(self) -> None:
+        self.entries: dict[str, DestinationEntry[Any]] = {}
+
+    def register(self, options: type[OptionsT], build: Callable[[Settings, OptionsT], Destination]) -> None:
+        """Add (or replace) the destination ``options.name``; settings resolved from now on
+        accept its keywords and read its variables."""
+        self.entries[options.name] = DestinationEntry(options, build)
+
+    def unregister(self, name: str) -> None:
+        self.entries.pop(name, None)
+
+    def names(self) -> tuple[str, ...]:
+        return tuple(self.entries)
+
+    def keywords(self) -> frozenset[str]:
+        return frozenset().union(*(entry.options.keywords() for entry in self.entries.values()))
+
+    def resolve_options(self, environ: Mapping[str, str], given: Mapping[str, Any]) -> dict[str, object]:
+        """Every destination's options from its keywords in ``given`` and its variables."""
+        resolved: dict[str, object] = {}
+        for name, entry in self.entries.items():
+            keywords = entry.options.keywords()
+            resolved[name] = entry.options.resolve(environ, {k: v for k, v in given.items() if k in keywords})
+        return resolved
+
+    def build(self, settings: Settings) -> list[Destination]:
+        destinations: list[Destination] = []
+        for name in settings.destinations:
+            entry = self.entries.get(name)
+            if entry is None:  # unregistered since the settings were resolved
+                continue
+            options = entry.options.of(settings)
+            required = entry.options.required
+            if required is not None and not getattr(options, required):
+                variable = variable_of(f"{name}_{required}")
+                _logger.warning("the %s destination needs %s; it is not used", name, variable)
+                continue
+            destinations.append(entry.build(settings, options))
+        return destinations
+
+
+REGISTRY = DestinationRegistry()
+register = REGISTRY.register
+unregister = REGISTRY.unregister
+
+register(LocalOptions, build_local_store)
+register(HttpOptions, build_http)
+register(ReadmeOptions, build_readme)
+register(ApitallyOptions, build_apitally)
+
+KNOWN_DESTINATIONS = REGISTRY.names()
+"""The destinations that come with spanlytics."""
+
+use_destination_options(REGISTRY)
+
 
 def build_destinations(settings: Settings) -> list[Destination]:
-    destinations: list[Destination] = []
-    for name in settings.destinations:
-        if name == "local":
-            from spanlytics.destinations.local import LocalStore
-
-            destinations.append(LocalStore(settings.local_path))
-        elif name == "readme":
-            if not settings.readme_api_key:
-                _logger.warning("the readme destination needs SPANLYTICS_README_API_KEY; it is not used")
-                continue
-            from spanlytics.destinations.readme import ReadmeDestination, ReadmeOptions
-
-            options = ReadmeOptions(
-                development=settings.readme_development,
-                allowed_hosts=settings.readme_allowed_hosts,
-                anonymous_group=settings.readme_log_anonymous,
-                trust_forwarded=settings.trust_forwarded_headers,
-            )
-            destinations.append(
-                ReadmeDestination(
-                    settings.readme_api_key,
-                    settings.sender_settings(settings.readme_base_url),
-                    options,
-                    min(settings.delivery_batch_records, 100),
-                    settings.delivery_batch_bytes,
-                )
-            )
-        elif name == "http":
-            if not settings.http_url:
-                _logger.warning("the http destination needs SPANLYTICS_HTTP_URL; it is not used")
-                continue
-            from spanlytics.destinations.http import HttpDestination, JsonRecordsEncoder
-
-            destinations.append(
-                HttpDestination(
-                    settings.sender_settings(
-                        settings.http_url, settings.http_header_pairs(), settings.http_gzip
-                    ),
-                    JsonRecordsEncoder(settings.delivery_batch_records, settings.delivery_batch_bytes),
-                )
-            )
-        elif name == "apitally":
-            if not settings.apitally_client_id:
-                _logger.warning("the apitally destination needs SPANLYTICS_APITALLY_CLIENT_ID; not used")
-                continue
-            from spanlytics.destinations.apitally import ApitallyDestination, ApitallyOptions
-
-            # ApitallyOptions' fields are the apitally_* settings without their prefix
-            apitally_options = ApitallyOptions(
-                trust_forwarded=settings.trust_forwarded_headers,
-                **{
-                    f.name: getattr(settings, f"apitally_{f.name}")
-                    for f in fields(ApitallyOptions)
-                    if f.name != "trust_forwarded"
-                },
-            )
-            destinations.append(
-                ApitallyDestination(
-                    settings.apitally_client_id,
-                    settings.apitally_env,
-                    settings.sender_settings(settings.apitally_base_url),
-                    apitally_options,
-                )
-            )
-    return destinations
+    """The destinations ``settings.destinations`` names, built from their options."""
+    return REGISTRY.build(settings)
