@@ -13,9 +13,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from spanlytics._throttle import INSTANCES
-from spanlytics.capture import options as capture_options
-from spanlytics.capture.state import STORE
+import spanlytics.testing
 from spanlytics.destinations.local import iter_records
 from spanlytics.record import RequestRecord
 
@@ -53,24 +51,25 @@ def pipeline(tmp_path: Path) -> Iterator[Pipeline]:
 
 @pytest.fixture(autouse=True)
 def _isolated_process_state(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Each test starts without SPANLYTICS_* variables, with the process-wide capture options
-    restored afterwards and fresh warning throttles (one message per key per minute)."""
+    """Each test starts without SPANLYTICS_* variables and with spanlytics as a fresh process
+    has it (no pipeline, no capture, default capture options, fresh warning throttles)."""
     for name in list(os.environ):
         if name.startswith("SPANLYTICS_"):
             monkeypatch.delenv(name)
-    monkeypatch.setattr(capture_options, "_options", capture_options._options)
+    _forget_capture_options_until_merge(monkeypatch)
+    spanlytics.testing.reset()
+    yield
+    spanlytics.testing.reset()
+
+
+def _forget_capture_options_until_merge(monkeypatch: pytest.MonkeyPatch) -> None:
+    # TEMPORARY (issue 13, branch h13-runtime): the capture area registers on_reset hooks for
+    # the process-wide capture options and deferred set-up on its own branch; until that is
+    # merged, forget them here. Delete this function and its call after the merge.
+    from spanlytics.capture import options as capture_options
+
+    monkeypatch.setattr(capture_options, "_options", None)
     monkeypatch.setattr(capture_options, "_deferred", None)
-    for logger in list(INSTANCES):
-        logger.reset()
-    yield
-
-
-@pytest.fixture(autouse=True)
-def _no_stale_captures() -> Iterator[None]:
-    yield
-    # Captures are keyed by span id; tests must not leak them into each other.
-    while len(STORE):
-        STORE._entries.popitem()
 
 
 def db_rows(path: Path) -> list[dict[str, Any]]:

@@ -352,3 +352,17 @@ def test_an_unreadable_spool_file_is_dropped_and_the_next_one_delivered(
         "the readable batches delivered, the corrupt file gone (not retried forever)",
     )
     sender.shutdown(1)
+
+
+def test_shutdown_is_idempotent_and_reports_drops_once(
+    stub: IngestStub, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    stub.down()
+    sender = Sender("t", settings(stub, tmp_path, spool_dir=None))
+    sender.spool.enabled = False
+    sender.submit(batch("lost-1", "lost-2"))
+    with caplog.at_level(logging.WARNING, "spanlytics"):
+        sender.shutdown(0.5)
+        sender.shutdown(0.5)
+    assert caplog.text.count("spanlytics t dropped") == 1
+    assert sender.dropped() == {"shutdown": 2}

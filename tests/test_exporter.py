@@ -110,7 +110,11 @@ def test_user_exporter_sees_identical_spans_with_and_without_spanlytics(tmp_path
 
 def test_queue_is_bounded_and_drops_oldest(tmp_path: Path) -> None:
     destination = ListDestination()
-    exporter = spanlytics.SpanlyticsExporter(destinations=[destination], max_queue_size=5, batch_size=100)
+    # the queue never reaches the wake-up size, and the flush interval is long: the worker
+    # stays asleep while the spans are queued
+    exporter = spanlytics.SpanlyticsExporter(
+        destinations=[destination], max_queue_size=5, batch_size=100, flush_interval_s=3600
+    )
     provider = TracerProvider()
     memory = InMemorySpanExporter()
     provider.add_span_processor(SimpleSpanProcessor(memory))
@@ -121,8 +125,7 @@ def test_queue_is_bounded_and_drops_oldest(tmp_path: Path) -> None:
         ):
             pass
     spans: list[ReadableSpan] = list(memory.get_finished_spans())
-    with exporter._drain_lock:  # hold the worker off so nothing drains while we enqueue
-        exporter.export(spans)
+    exporter.export(spans)
     exporter.shutdown()
     assert [r.path for r in destination.records] == [f"/{i}" for i in range(7, 12)]
     stats = exporter.stats()
@@ -165,7 +168,7 @@ def test_invalid_user_mask_pattern_disables_recording(caplog: Any) -> None:
 def test_records_are_built_in_slices_and_handed_on_in_batches(tmp_path: Path) -> None:
     # The worker wakes every WAKE_AT spans, but destinations get batches of batch_size (or
     # whatever is built when flushed): SQLite writes its pages once per batch, not per slice.
-    from spanlytics.otel.exporter import WAKE_AT
+    from spanlytics.pipeline import WAKE_AT
 
     class BatchesDestination(ListDestination):
         def __init__(self) -> None:
@@ -232,3 +235,83 @@ def test_the_worker_survives_a_span_it_cannot_process(caplog: Any) -> None:
     exporter.shutdown()
     assert time.monotonic() - started < 2.0
     assert exporter.stats()["failed"] == 1 and exporter.stats()["records_exported"] == 3
+
+
+def _server_spans(provider: TracerProvider, count: int) -> None:
+    tracer = provider.get_tracer("t")
+    for i in range(count):
+        with tracer.start_as_current_span(
+            f"GET /{i}", kind=SpanKind.SERVER, attributes={"http.method": "GET", "http.target": f"/{i}"}
+        ):
+            pass
+
+
+def test_the_processor_takes_over_the_exporters_feed() -> None:
+    # The zero-code set-up: the SDK's span processor around our exporter (OTEL_TRACES_EXPORTER),
+    # and our processor built on that same exporter (the post-instrument hook).
+    from spanlytics.pipeline import Feed
+
+    alone = ListDestination()
+    exporter = spanlytics.SpanlyticsExporter(destinations=[alone])
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    assert exporter.pipeline.feed is Feed.EXPORTER
+    _server_spans(provider, 3)
+    assert exporter.force_flush() and len(alone.records) == 3  # export() feeds it
+    provider.shutdown()
+
+    both = ListDestination()
+    exporter = spanlytics.SpanlyticsExporter(destinations=[both])
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    processor = spanlytics.SpanlyticsProcessor(exporter)
+    provider.add_span_processor(processor)
+    assert exporter.pipeline.feed is Feed.PROCESSOR and processor.pipeline is exporter.pipeline
+    _server_spans(provider, 3)
+    assert exporter.force_flush()
+    assert sorted(r.path for r in both.records) == ["/0", "/1", "/2"]  # once each, not twice
+    assert exporter.stats()["spans_received"] == 3
+    provider.shutdown()
+
+
+def test_shutdown_stops_everything_and_a_later_configure_starts_afresh(tmp_path: Path) -> None:
+    provider = TracerProvider()
+    first = spanlytics.configure(tracer_provider=provider, local_path=str(tmp_path / "a.db"))
+    assert first is not None and first.exporter is not None
+    assert len(spanlytics.stats()["exporters"]) == 1
+    spanlytics.shutdown(timeout_s=5.0)
+    assert first.exporter.export([]) is SpanExportResult.FAILURE  # stopped
+    assert spanlytics.stats() == {"exporters": [], "destinations": {}}
+    second = spanlytics.configure(tracer_provider=provider, local_path=str(tmp_path / "b.db"))
+    assert second is not None and second is not first
+    _server_spans(provider, 2)
+    assert second.force_flush()  # (the provider keeps the first, stopped: its flush says False)
+    (stats,) = spanlytics.stats()["exporters"]
+    assert stats["records_exported"] == 2
+    provider.shutdown()
+
+
+def test_testing_reset_forgets_process_state(tmp_path: Path, caplog: Any) -> None:
+    import spanlytics.testing
+    from spanlytics.capture.state import STORE, Capture
+
+    provider = TracerProvider()
+    processor = spanlytics.configure(tracer_provider=provider, local_path=str(tmp_path / "s.db"))
+    assert processor is not None
+    STORE.register(1, Capture("GET", "/", "", "http", (), bodies=False, limit=0))
+    exporter = spanlytics.SpanlyticsExporter(destinations=[ListDestination()], max_queue_size=1)
+    exporter.export([])
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    _server_spans(provider, 2)  # the second fills the queue: one warning
+    _server_spans(provider, 2)  # throttled: no second warning
+    assert caplog.text.count("queue full") == 1
+    spanlytics.testing.reset()
+    assert len(STORE) == 0 and spanlytics.stats() == {"exporters": [], "destinations": {}}
+    assert processor.force_flush() is False  # stopped
+    assert spanlytics.configure(tracer_provider=provider, local_path=str(tmp_path / "t.db")) is not processor
+    again = spanlytics.SpanlyticsExporter(destinations=[ListDestination()], max_queue_size=1)
+    again.export([])
+    provider.add_span_processor(SimpleSpanProcessor(again))
+    _server_spans(provider, 2)
+    assert caplog.text.count("queue full") == 2  # throttles start afresh
+    provider.shutdown()

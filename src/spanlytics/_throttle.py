@@ -7,9 +7,21 @@ import threading
 import time
 import weakref
 
+from spanlytics._process import on_reset
+
 DEFAULT_INTERVAL_S = 60.0
 
 INSTANCES: weakref.WeakSet[ThrottledLogger] = weakref.WeakSet()
+"""Every throttled logger, so that ``reset_process()`` can give each a clean slate."""
+
+
+def reset_all() -> None:
+    """Forget what every throttled logger logged: the next message of each key is shown."""
+    for logger in list(INSTANCES):
+        logger.reset()
+
+
+on_reset(reset_all)
 
 
 class ThrottledLogger:
@@ -29,7 +41,7 @@ class ThrottledLogger:
         INSTANCES.add(self)
 
     def reset(self) -> None:
-        """Forget what was logged (tests use it to start from a clean slate)."""
+        """Forget what was logged: the next message of each key is shown."""
         with self._lock:
             self._seen.clear()
 

@@ -6,14 +6,11 @@ It knows HTTP and files, nothing of any wire format: a destination's encoder han
 * ``submit`` never blocks on the network: a bounded in-memory queue (batches and bytes);
   when it is full, or while the destination is failing, batches go to the spool.
 * Retries with exponential backoff and full jitter on connection errors, timeouts, 408, 429
-  and 5xx; ``Retry-After`` (seconds or an HTTP date) is honoured. Another 4xx drops that
-  batch (logged once, with the status, never the payload). 401/403/404 (a bad key or client
-  id) pause the destination for a while with a clear error instead of hammering it.
-* Redirects are never followed: ``requests`` would turn the POST into a GET without its
-  body, which a receiver answers with 200. A 3xx is a wrong URL in the configuration: the
-  batch is dropped and counted (``redirected``; it would never succeed) and an error names
-  the destination and the host it redirects to.
-* The worker survives anything: an exception while sending one batch (a header that cannot
+  and 5xx; ``Retry-After`` is honoured; 401/403/404 pause the destination; another 4xx or a
+  3xx drops the batch (redirects are never followed). :mod:`~spanlytics.delivery.answers`
+  says what each answer means.
+* One :class:`~spanlytics.worker.BackgroundWorker` thread per sender (``spanlytics-<name>``)
+  sends; it survives anything: an exception while sending one batch (a header that cannot
   be encoded, a bug) drops that batch, counted as ``failed``, logs its type and goes on.
 * The spool: one file per batch under a directory per destination, written atomically
   (temp file, fsync, rename), capped in bytes and age; the oldest go first, counted. A new
@@ -40,50 +37,34 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Callable
-from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urljoin
 
 import requests
 
 from spanlytics.__about__ import VERSION
-from spanlytics._process import reset_in_child
+from spanlytics._process import on_reset, reset_in_child
 from spanlytics._throttle import ThrottledLogger
-from spanlytics.delivery.settings import SenderSettings, host_of
+from spanlytics.delivery.answers import judge_answer, retry_after_s
+from spanlytics.delivery.settings import SenderSettings
 from spanlytics.delivery.spool import Batch, Spool, _unlink, default_spool_dir
+from spanlytics.worker import BackgroundWorker
 
 __all__ = ["Batch", "Sender", "SenderSettings", "Spool", "default_spool_dir", "retry_after_s"]
 
 _logger = logging.getLogger("spanlytics.delivery")
 _log = ThrottledLogger(_logger)
 
-RETRY_STATUSES = frozenset({408, 429})
-MAX_RETRY_AFTER_S = 600.0
-RECOVERY_PAUSE_S = 1.0
-"""After an unexpected error the worker waits this long, so that a repeating one cannot spin."""
-
-
-def retry_after_s(value: str | None, now: float | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date)."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return min(float(value), MAX_RETRY_AFTER_S)
-    try:
-        when = parsedate_to_datetime(value).timestamp()
-    except (TypeError, ValueError, IndexError, OverflowError):
-        return None
-    return min(max(when - (time.time() if now is None else now), 0.0), MAX_RETRY_AFTER_S)
-
-
 StatusHook = Callable[[Batch, requests.Response], "str | None"]
 """A destination's say on a non-2xx answer: ``"rejected"`` (drop the batch), ``"retry"``,
 ``"pause"``, or None for the default handling. Called on the sender's worker thread."""
 
 SENDERS: weakref.WeakSet[Sender] = weakref.WeakSet()
-"""Every sender in this process, for ``spanlytics.stats()``."""
+"""Every sender in this process, for ``spanlytics.stats()``; ``reset_process()`` forgets them."""
+on_reset(SENDERS.clear)
+
+SPOOL_LOOK_S = 5.0
+"""How often the worker looks at the spool for batches another process left behind."""
 
 
 class Sender:
@@ -118,57 +99,57 @@ class Sender:
             "dropped_failed": 0,
             "dropped_shutdown": 0,
         }
+        self._worker = BackgroundWorker(
+            f"spanlytics-{name}", self._deliver_all, interval_s=SPOOL_LOOK_S, on_error=self._recover
+        )
         self._reset()
         reset_in_child(self, Sender._reset)
         SENDERS.add(self)
         if self.spool.has_leftovers():  # an earlier process (even a killed one) left batches
-            self._start()
+            self._worker.wake()
 
     def _reset(self) -> None:
         self._pid = os.getpid()
+        self._worker.reset_after_fork()
         self._random = random.Random()  # never the app's global random state
-        self._cond = threading.Condition()
+        self._cond = threading.Condition()  # the queue; notified when a batch is settled
         self._queue: deque[Batch] = deque()
         self._queued_bytes = 0
         self._inflight: Batch | None = None
         self._inflight_claim: Path | None = None  # its spool file, when it came from the spool
         self._attempt = 0
-        self._thread: threading.Thread | None = None
         self._session: requests.Session | None = None
-        self._stopping = False
         self._failing = False
         self._paused_until = 0.0
         self._spool_hint = True  # maybe something on disk (an earlier process's batches)
+        self._next_spool_look = time.monotonic() + SPOOL_LOOK_S
 
-    # -- producer side (the exporter's background thread) ------------------------------------
+    # -- producer side (the pipeline's background thread) -------------------------------------
 
     def submit(self, batch: Batch) -> None:
         """Queue ``batch``; spool it when the queue is full or the destination is failing."""
-        if self._pid != os.getpid():
+        if self._pid != os.getpid():  # a fork that ran no at-fork hooks (uWSGI can)
             self._reset()
         self._counters["records_accepted"] += batch.records
+        stopping = self._worker.stopping
         with self._cond:
             room = (
                 len(self._queue) < self.settings.max_queue_batches
                 and self._queued_bytes + len(batch.body) <= self.settings.max_queue_bytes
             )
-            if room and not self._failing and not self._stopping:
+            if room and not self._failing and not stopping:
                 self._queue.append(batch)
                 self._queued_bytes += len(batch.body)
-                self._cond.notify()
                 batch = None  # type: ignore[assignment]
         if batch is not None and not self._to_spool(batch):
             self._keep_in_memory(batch)
-        if self._thread is None and not self._stopping:
-            self._start()
+        self._worker.wake()
 
     def _to_spool(self, batch: Batch) -> bool:
         if not self.spool.write(batch):
             return False
         self._counters["batches_spooled"] += 1
-        with self._cond:
-            self._spool_hint = True
-            self._cond.notify()
+        self._spool_hint = True
         return True
 
     def _keep_in_memory(self, batch: Batch) -> None:
@@ -185,13 +166,6 @@ class Sender:
                 _log.warning(
                     f"queue.full.{self.name}", "spanlytics %s: queue full, oldest batch dropped", self.name
                 )
-            self._cond.notify()
-
-    def _start(self) -> None:
-        with self._cond:
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name=f"spanlytics-{self.name}", daemon=True)
-                self._thread.start()
 
     # -- the worker ---------------------------------------------------------------------------
 
@@ -202,41 +176,37 @@ class Sender:
                 self._queued_bytes -= len(batch.body)
                 self._inflight = batch
                 return batch, None
-            hint = self._spool_hint
-        if hint and self.spool.enabled:
+        now = time.monotonic()
+        if now >= self._next_spool_look:  # another process may have left batches
+            self._next_spool_look = now + SPOOL_LOOK_S
+            self._spool_hint = True
+        if self._spool_hint and self.spool.enabled:
+            self._spool_hint = False  # before the look: a batch spooled meanwhile sets it again
             claimed = self.spool.claim_oldest()
             if claimed is not None:
+                self._spool_hint = True  # there may be more
                 self._inflight, self._inflight_claim = claimed
                 return claimed
-            with self._cond:
-                self._spool_hint = False
         return None
 
-    def _run(self) -> None:
-        while True:
-            try:
-                if not self._step():
-                    return
-            except Exception as exc:  # the thread must outlive any one batch
-                self._recover(exc)
-
-    def _step(self) -> bool:
-        """Wait for a batch and deliver it once; False when the sender is stopping."""
-        with self._cond:
-            while not self._stopping and not self._queue and not self._spool_hint:
-                # look at the spool now and then: another process may have left batches
-                if not self._cond.wait(timeout=5.0):
-                    self._spool_hint = True
-            if self._stopping:
-                return False
+    def _deliver_all(self) -> float | None:
+        """The worker's tick: send batches until none is left, or until the destination
+        fails; then the seconds to wait (a pause, a backoff) or None (the spool interval)."""
+        while not self._worker.stopping:
             pause = self._paused_until - time.monotonic()
             if pause > 0:
-                self._cond.wait(timeout=pause)
-                return True
-        item = self._next()
-        if item is None:
-            return True
-        batch, claimed = item
+                return pause
+            item = self._next()
+            if item is None:
+                return None
+            wait = self._deliver(*item)
+            if wait is not None:
+                return wait
+        return None
+
+    def _deliver(self, batch: Batch, claimed: Path | None) -> float | None:
+        """Send one batch: None when it is settled (sent or dropped), else the seconds to
+        wait before the next try (it is kept: on disk when possible)."""
         outcome, wait = self._send(batch)
         if outcome in ("sent", "rejected"):
             self._attempt = 0
@@ -244,7 +214,7 @@ class Sender:
             if claimed is not None:
                 _unlink(claimed)
             self._settled()
-            return True
+            return None
         # retry or pause: keep the batch (on disk when possible) and everything queued
         self._failing = True
         self._counters["retries"] += 1
@@ -258,19 +228,17 @@ class Sender:
         self._spool_queue()
         if outcome == "pause":
             self._paused_until = time.monotonic() + self.settings.pause_s
-            return True
+            return self.settings.pause_s
         self._attempt += 1
         cap = min(self.settings.backoff_max_s, self.settings.backoff_initial_s * 2 ** min(self._attempt, 30))
-        delay = wait if wait is not None else self._random.uniform(0, cap)  # full jitter
-        with self._cond:
-            if not self._stopping:
-                self._cond.wait(timeout=delay)
-        return True
+        return wait if wait is not None else self._random.uniform(0, cap)  # full jitter
 
     def _settled(self) -> None:
         """The batch in hand was sent, dropped or put back: it is no longer in flight."""
-        self._inflight = None
-        self._inflight_claim = None
+        with self._cond:
+            self._inflight = None
+            self._inflight_claim = None
+            self._cond.notify_all()
 
     def _recover(self, exc: Exception) -> None:
         """An unexpected error in the worker: drop (and count) the batch in hand, go on."""
@@ -285,10 +253,6 @@ class Sender:
             f"spanlytics {self.name}: delivery worker error; the batch in hand is dropped, delivery goes on",
             exc,
         )
-        with self._cond:
-            self._cond.notify_all()
-            if not self._stopping:
-                self._cond.wait(timeout=RECOVERY_PAUSE_S)
 
     def _spool_queue(self) -> None:
         """While the destination fails, move queued batches to disk (bounded memory, crash-safe)."""
@@ -356,51 +320,22 @@ class Sender:
                 self._counters["dropped_rejected"] += batch.records
             if outcome is not None:
                 return outcome, None
-        if 300 <= status < 400:
-            self._counters["dropped_redirected"] += batch.records
-            location = response.headers.get("Location")
-            _log.error(
-                f"send.redirect.{self.name}.{status}",
-                "spanlytics %s: %s answered HTTP %d, a redirect to %s; deliveries never follow "
-                "redirects (the POST would arrive as a GET without its body): configure the "
-                "final URL. Batch dropped.",
-                self.name,
-                host_of(self.settings.base_url),
-                status,
-                host_of(urljoin(url, location)) if location else "no Location",
-            )
-            return "rejected", None
-        if status in RETRY_STATUSES or status >= 500:
-            _log.warning(f"send.status.{self.name}", "spanlytics %s: HTTP %d; will retry", self.name, status)
-            return "retry", retry_after_s(response.headers.get("Retry-After"))
-        if status in self.settings.pause_statuses:
-            _log.error(
-                f"send.pause.{self.name}.{status}",
-                "spanlytics %s: HTTP %d (%s): check the API key / client id; pausing delivery for %.0fs",
-                self.name,
-                status,
-                response.reason or "",
-                self.settings.pause_s,
-            )
-            return "pause", None
-        self._counters["dropped_rejected"] += batch.records
-        _log.warning(
-            f"send.rejected.{self.name}.{status}",
-            "spanlytics %s: HTTP %d (%s); batch dropped",
-            self.name,
-            status,
-            (response.reason or "")[:80],
-        )
-        return "rejected", None
+        outcome, wait, dropped = judge_answer(self.name, self.settings, url, response)
+        if dropped is not None:
+            self._counters[f"dropped_{dropped}"] += batch.records
+        return outcome, wait
 
     # -- lifecycle ----------------------------------------------------------------------------
 
     def force_flush(self, timeout_s: float = 10.0) -> bool:
         """Wait until the queue is delivered; at the deadline spool what is left."""
         deadline = time.monotonic() + timeout_s
+        worker = self._worker
         with self._cond:
-            self._cond.notify_all()
-            while (self._queue or self._inflight is not None) and not self._failing and self._working():
+            if self._queue:
+                worker.wake()
+            # a dead thread's queue never empties (it is not started until there is work)
+            while (self._queue or self._inflight is not None) and not self._failing and worker.working:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
@@ -410,23 +345,18 @@ class Sender:
             self._spool_queue()
         return done
 
-    def _working(self) -> bool:
-        """The worker is alive (or not started yet): a dead thread's queue never empties."""
-        thread = self._thread
-        return thread is None or thread.is_alive()
-
     def shutdown(self, timeout_s: float = 10.0) -> None:
-        """Deliver what is queued within ``timeout_s``; spool the rest; stop the worker."""
+        """Deliver what is queued within ``timeout_s``; spool the rest; stop the worker.
+
+        Idempotent: a second call finds nothing to do and logs nothing.
+        """
+        if self._worker.stopping:
+            return
         self.force_flush(timeout_s)
-        with self._cond:
-            self._stopping = True
-            self._cond.notify_all()
-        thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(min(timeout_s, self.settings.read_timeout_s + 1))
+        ended = self._worker.stop(min(timeout_s, self.settings.read_timeout_s + 1))
         self._spool_queue()
         inflight = self._inflight
-        if inflight is not None and thread is not None and thread.is_alive():
+        if inflight is not None and not ended:
             self._to_spool(inflight)  # at-least-once: it may arrive twice, never not at all
         with self._cond:
             lost = sum(b.records for b in self._queue)

@@ -32,6 +32,7 @@ from opentelemetry import trace
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
 from opentelemetry.sdk.trace import TracerProvider
 
+from spanlytics._process import on_reset
 from spanlytics._throttle import ThrottledLogger
 from spanlytics.capture.asgi import capture_asgi
 from spanlytics.capture.options import (
@@ -135,17 +136,16 @@ class SpanlyticsInstrumentor(BaseInstrumentor):  # type: ignore[misc]
 
 def _attach_to_global(settings: Settings) -> None:
     from spanlytics.otel.configure import attach, configure
-    from spanlytics.otel.exporter import LIVE_EXPORTERS
+    from spanlytics.otel.exporter import waiting_for_a_processor
 
     provider = trace.get_tracer_provider()
     if not isinstance(provider, TracerProvider):
         configure()  # still no SDK provider at the first request: create one
         return
     # OTEL_TRACES_EXPORTER=spanlytics: the SDK built our exporter inside a
-    # BatchSpanProcessor. Feed that one from our processor (every recorded server span,
-    # sampled or not); its own export() then stands down, so nothing is counted twice.
-    built = next((e for e in list(LIVE_EXPORTERS) if not e.fed_by_processor), None)
-    attach(provider, settings, built)
+    # BatchSpanProcessor. Our processor takes over its pipeline's feed (every recorded
+    # server span, sampled or not); its export() then queues nothing, so nothing counts twice.
+    attach(provider, settings, waiting_for_a_processor())
 
 
 def post_instrument(**kwargs: Any) -> None:
@@ -179,7 +179,9 @@ EXPORTER_PACKAGES = {
     "otlp_proto_grpc": "opentelemetry-exporter-otlp-proto-grpc",
     "otlp_proto_http": "opentelemetry-exporter-otlp-proto-http",
 }
-_checked_exporters = False
+_checked: set[str] = set()
+"""Checks done once per process (``reset_process()`` forgets them)."""
+on_reset(_checked.clear)
 
 
 def _sdk_configurator_runs() -> bool:
@@ -219,10 +221,9 @@ def warn_if_zero_code_set_up_aborts() -> None:
     loading our exporter (an app importing spanlytics later to call ``configure()`` itself
     would record whatever the configurator did).
     """
-    global _checked_exporters
-    if _checked_exporters:
+    if "exporters" in _checked:
         return
-    _checked_exporters = True
+    _checked.add("exporters")
     traces = os.environ.get("OTEL_TRACES_EXPORTER", "")
     if "spanlytics" not in (name.strip().lower() for name in traces.split(",")):
         return

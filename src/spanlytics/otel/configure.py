@@ -1,4 +1,13 @@
-"""``configure()``, ``flush()`` and ``shutdown()``: wiring spanlytics into a TracerProvider."""
+"""``configure()``, ``flush()``, ``shutdown()`` and ``stats()``: spanlytics on a TracerProvider.
+
+The public face re-exports them::
+
+    import spanlytics
+    spanlytics.configure(local_path="/var/lib/api/spanlytics.db")  # once, at start-up
+    spanlytics.flush()      # deliver what is recorded so far
+    spanlytics.stats()      # {"exporters": [...], "destinations": {...}}
+    spanlytics.shutdown()   # flush, stop, and forget: a later configure() starts afresh
+"""
 
 from __future__ import annotations
 
@@ -14,15 +23,19 @@ from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 
+from spanlytics._process import on_reset, reset_process
 from spanlytics.capture.options import CaptureOptions, set_process_options
 from spanlytics.config import Settings
-from spanlytics.otel.exporter import LIVE_EXPORTERS, SpanlyticsExporter
+from spanlytics.otel.exporter import SpanlyticsExporter
 from spanlytics.otel.processor import SpanlyticsProcessor
 from spanlytics.otel.sampling import install_sampler
+from spanlytics.pipeline import PIPELINES
 
 _logger = logging.getLogger("spanlytics")
 _lock = threading.Lock()
 _installed: weakref.WeakKeyDictionary[TracerProvider, SpanlyticsProcessor] = weakref.WeakKeyDictionary()
+"""The processor spanlytics added to each provider; forgotten by ``shutdown()``."""
+on_reset(_installed.clear)
 
 
 def _sdk_provider(tracer_provider: trace.TracerProvider | None) -> TracerProvider | None:
@@ -66,9 +79,10 @@ def spanlytics_is_the_only_processor(provider: TracerProvider) -> bool:
     """Whether spans on ``provider`` reach spanlytics and nothing else.
 
     Ours are the :class:`SpanlyticsProcessor` and an SDK processor around a
-    :class:`SpanlyticsExporter` (the zero-code set-up builds one; it stands down while our
-    processor feeds it). The SDK has no public list of a provider's processors; when it
-    cannot be read, the answer is False, so the caller keeps what other exporters would see.
+    :class:`SpanlyticsExporter` (the zero-code set-up builds one; once our processor feeds
+    its pipeline, its ``export()`` queues nothing). The SDK has no public list of a
+    provider's processors; when it cannot be read, the answer is False, so the caller keeps
+    what other exporters would see.
     """
     active = getattr(provider, "_active_span_processor", None)
     processors = getattr(active, "_span_processors", None)
@@ -136,7 +150,7 @@ def configure(
 
 
 def flush(timeout_s: float = 10.0) -> bool:
-    """Deliver everything recorded so far: flush the providers, then the exporters.
+    """Deliver everything recorded so far: flush the providers, then the pipelines.
 
     Flushing the provider first moves spans held by an SDK BatchSpanProcessor (the
     zero-code set-up) into spanlytics before spanlytics itself is drained.
@@ -149,22 +163,38 @@ def flush(timeout_s: float = 10.0) -> bool:
     for known in list(_installed):
         if known is not provider:
             ok = known.force_flush(timeout_ms) and ok
-    for exporter in list(LIVE_EXPORTERS):
-        ok = exporter.force_flush(timeout_ms) and ok
+    for pipeline in list(PIPELINES):
+        ok = pipeline.flush(timeout_s) and ok
     return ok
 
 
 def shutdown(timeout_s: float = 10.0) -> None:
-    """Flush and stop every spanlytics exporter in this process (idempotent)."""
+    """Flush and stop everything spanlytics runs in this process, then forget it all.
+
+    Each pipeline delivers what it holds and closes its destinations (their senders spool
+    what they cannot deliver within ``timeout_s``). Then the process-wide state is reset
+    (attachments, captures, capture options, warning throttles, ...): a later
+    ``configure()`` starts from scratch, with a new pipeline, and ``stats()`` from zero.
+    A provider keeps the stopped processor (providers cannot remove one): it records
+    nothing more, and its ``force_flush`` answers False, as any span processor's does
+    after shutdown. Idempotent.
+    """
     flush(timeout_s)
-    for exporter in list(LIVE_EXPORTERS):
-        exporter.shutdown(int(timeout_s * 1000))
+    stop_and_reset(timeout_s)
+
+
+def stop_and_reset(timeout_s: float) -> None:
+    """Stop every pipeline (a final drain, then its destinations), then :func:`reset_process`."""
+    for pipeline in list(PIPELINES):
+        pipeline.shutdown(timeout_s)
+    reset_process()
 
 
 def stats() -> dict[str, Any]:
     """Self-observability counters of this process.
 
-    ``exporters``: spans received, records exported, dropped by reason, queued, parked.
+    ``exporters``: per pipeline, spans received, records exported, dropped by reason,
+    queued, parked, pending.
     ``destinations``: per remote destination, records accepted and sent, batches sent,
     retries, batches spooled, bytes sent, and ``dropped`` by reason (queue full, rejected by
     the destination, spool full or expired, shutdown).
@@ -172,6 +202,6 @@ def stats() -> dict[str, Any]:
     from spanlytics.delivery.sender import SENDERS
 
     return {
-        "exporters": [exporter.stats() for exporter in list(LIVE_EXPORTERS)],
+        "exporters": [pipeline.stats() for pipeline in list(PIPELINES)],
         "destinations": {sender.name: sender.stats() for sender in list(SENDERS)},
     }

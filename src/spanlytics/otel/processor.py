@@ -1,4 +1,4 @@
-"""The span processor: links captures to HTTP server spans, hands finished ones to spanlytics.
+"""The span processor: links captures to HTTP server spans, feeds finished ones to a pipeline.
 
 >>> provider.add_span_processor(SpanlyticsProcessor(SpanlyticsExporter()))  # doctest: +SKIP
 
@@ -7,9 +7,14 @@
 * ``on_start`` (request path, inside the capture middleware's context): remember which
   capture belongs to this server span, and pick up the ``spanlytics.consumer.id`` baggage.
   It sets no attribute, so other exporters see the span exactly as without spanlytics.
-* ``on_end``: pass server spans, sampled or not, to the exporter's queue (an append; the
-  mapping, masking and storage happen on the exporter's background thread). Without an
+* ``on_end``: pass server spans, sampled or not, to the exporter's pipeline (an append; the
+  mapping, masking and storage happen on the pipeline's background thread). Without an
   exporter it only links captures to spans.
+
+The hand-over: building ``SpanlyticsProcessor(exporter)`` makes this processor the feed of
+the exporter's pipeline (:attr:`~spanlytics.pipeline.Feed.PROCESSOR`). When the same exporter
+also sits in an SDK span processor (``OTEL_TRACES_EXPORTER=spanlytics``), its ``export()``
+then queues nothing: each span reaches the pipeline once, unsampled ones included.
 """
 
 from __future__ import annotations
@@ -23,19 +28,23 @@ from opentelemetry.trace import SpanKind
 
 from spanlytics.capture.state import STORE, CaptureStore, current_capture
 from spanlytics.consumer import BAGGAGE_CONSUMER_ID
+from spanlytics.pipeline import Feed
 
 if TYPE_CHECKING:
     from spanlytics.otel.exporter import SpanlyticsExporter
+    from spanlytics.pipeline import Pipeline
 
 
 class SpanlyticsProcessor(SpanProcessor):
-    """Enriches HTTP server spans with captured data through a side channel."""
+    """Links captures to HTTP server spans and feeds the exporter's pipeline (see the module)."""
 
     def __init__(self, exporter: SpanlyticsExporter | None = None, store: CaptureStore = STORE) -> None:
         self.exporter = exporter
+        self.pipeline: Pipeline | None = None
         self._store = store
         if exporter is not None:
-            exporter.fed_by_processor = True
+            self.pipeline = exporter.pipeline
+            self.pipeline.feed = Feed.PROCESSOR  # the hand-over: see the module
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         if span.kind is not SpanKind.SERVER:
@@ -54,14 +63,14 @@ class SpanlyticsProcessor(SpanProcessor):
     def on_end(self, span: ReadableSpan) -> None:
         # Sampled or not: with SpanlyticsSampler, dropped server spans arrive here recorded
         # but unsampled, and only spanlytics takes them (other processors check `sampled`).
-        if self.exporter is not None and span.kind is SpanKind.SERVER:
-            self.exporter.submit(span)
+        if self.pipeline is not None and span.kind is SpanKind.SERVER:
+            self.pipeline.submit(span)
 
     def shutdown(self) -> None:
-        if self.exporter is not None:
-            self.exporter.shutdown()
+        if self.pipeline is not None:
+            self.pipeline.shutdown()
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
-        if self.exporter is None:
+        if self.pipeline is None:
             return True
-        return self.exporter.force_flush(timeout_millis)
+        return self.pipeline.flush(timeout_millis / 1000)
