@@ -24,7 +24,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 
 from spanlytics import SpanlyticsExporter, SpanlyticsProcessor
-from spanlytics.capture.state import STORE, Capture
+from spanlytics.capture.store import STORE, Capture
 from spanlytics.destinations.local import LocalStore
 from spanlytics.masking import Masker
 from spanlytics.record import RequestRecord, from_span

@@ -26,7 +26,7 @@ class Variant:
         """Why the variant cannot run with the spanlytics installed (None: it can)."""
         if self.destination is None:
             return None
-        from spanlytics.config import KNOWN_DESTINATIONS
+        from spanlytics.destinations.registry import KNOWN_DESTINATIONS
 
         return None if self.destination in KNOWN_DESTINATIONS else "destination not available"
 

@@ -56,20 +56,9 @@ def _isolated_process_state(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     for name in list(os.environ):
         if name.startswith("SPANLYTICS_"):
             monkeypatch.delenv(name)
-    _forget_capture_options_until_merge(monkeypatch)
     spanlytics.testing.reset()
     yield
     spanlytics.testing.reset()
-
-
-def _forget_capture_options_until_merge(monkeypatch: pytest.MonkeyPatch) -> None:
-    # TEMPORARY (issue 13, branch h13-runtime): the capture area registers on_reset hooks for
-    # the process-wide capture options and deferred set-up on its own branch; until that is
-    # merged, forget them here. Delete this function and its call after the merge.
-    from spanlytics.capture import options as capture_options
-
-    monkeypatch.setattr(capture_options, "_options", None)
-    monkeypatch.setattr(capture_options, "_deferred", None)
 
 
 def db_rows(path: Path) -> list[dict[str, Any]]:

@@ -370,6 +370,51 @@ def hub_env(hub: ApitallyHub, tmp_path: Path, **extra: str) -> dict[str, str]:
     }
 
 
+def _assert_histograms_match_the_log(
+    expected: Counter[tuple[Any, ...]], entries: list[dict[str, Any]], items: list[dict[str, Any]]
+) -> None:
+    """The sync histograms agree with what each request's log item says."""
+    for key in expected:
+        mine = [e for e in entries if (e["consumer"], e["method"], e["path"], e["status_code"]) == key]
+        logged = [
+            i
+            for i in items
+            if (i["request"].get("consumer"), i["request"]["method"], i["request"].get("path")) == key[:3]
+            and i["response"]["status_code"] == key[3]
+        ]
+        assert len(logged) == expected[key]
+        times: Counter[str] = Counter()
+        sizes: Counter[str] = Counter()
+        for entry in mine:
+            times.update(entry["response_times"])
+            sizes.update(entry["response_sizes"])
+        assert times == Counter(str(response_time_bucket(i["response"]["response_time"])) for i in logged)
+        assert sizes == Counter(str(i["response"]["size"] // 1000) for i in logged)
+        assert sum(e["response_size_sum"] for e in mine) == sum(i["response"]["size"] for i in logged)
+        assert sum(e["request_size_sum"] for e in mine) == sum(i["request"].get("size", 0) for i in logged)
+
+
+def _assert_errors_and_consumers(syncs: list[dict[str, Any]], sent: Counter[Any], acme: str) -> None:
+    """Validation errors once per 422, the one server error, the consumers seen."""
+    validation = [e for sync in syncs for e in sync["validation_errors"]]
+    assert validation and {e["path"] for e in validation} == {"/items"}
+    per_loc = Counter[tuple[str | None, tuple[str, ...]]]()
+    for e in validation:
+        per_loc[(e["consumer"], tuple(e["loc"]))] += e["error_count"]
+    for (consumer, _), count in per_loc.items():
+        assert count == sent[("POST", "/items", 422, consumer)]  # each error once per 422
+    errors = [e for sync in syncs for e in sync["server_errors"]]
+    assert len(errors) == 1 and errors[0]["error_count"] == 1
+    assert errors[0]["type"].endswith("DemoError") and errors[0]["type"].count(".") >= 2
+    assert errors[0]["msg"] == "boom: an intentional unhandled exception"
+    assert errors[0]["traceback"].rstrip().endswith("boom: an intentional unhandled exception")
+    assert (errors[0]["consumer"], errors[0]["path"]) == (acme, "/debug/boom")
+    consumers = {c["identifier"]: (c["name"], c["group"]) for sync in syncs for c in sync["consumers"]}
+    assert consumers == {
+        API_KEYS[k]["id"]: (API_KEYS[k]["name"], API_KEYS[k]["group"]) for k in list(API_KEYS)[:3]
+    }
+
+
 @pytest.mark.parametrize("example", sorted(EXAMPLES))
 def test_examples_sync_exactly_the_requests_made(example: str, hub: ApitallyHub, tmp_path: Path) -> None:
     argv, client = EXAMPLES[example]
@@ -392,25 +437,7 @@ def test_examples_sync_exactly_the_requests_made(example: str, hub: ApitallyHub,
     entries = [e for sync in syncs for e in sync["requests"]]
     items = hub.log_items()
     assert len(items) == sum(sent.values())  # one log item per request (healthz is excluded)
-    # the histograms agree with what each request's log item says
-    for key in expected:
-        mine = [e for e in entries if (e["consumer"], e["method"], e["path"], e["status_code"]) == key]
-        logged = [
-            i
-            for i in items
-            if (i["request"].get("consumer"), i["request"]["method"], i["request"].get("path")) == key[:3]
-            and i["response"]["status_code"] == key[3]
-        ]
-        assert len(logged) == expected[key]
-        times: Counter[str] = Counter()
-        sizes: Counter[str] = Counter()
-        for entry in mine:
-            times.update(entry["response_times"])
-            sizes.update(entry["response_sizes"])
-        assert times == Counter(str(response_time_bucket(i["response"]["response_time"])) for i in logged)
-        assert sizes == Counter(str(i["response"]["size"] // 1000) for i in logged)
-        assert sum(e["response_size_sum"] for e in mine) == sum(i["response"]["size"] for i in logged)
-        assert sum(e["request_size_sum"] for e in mine) == sum(i["request"].get("size", 0) for i in logged)
+    _assert_histograms_match_the_log(expected, entries, items)
     slow_times = Counter[str]()
     for e in entries:
         if e["path"] == "/reports/slow":
@@ -418,24 +445,7 @@ def test_examples_sync_exactly_the_requests_made(example: str, hub: ApitallyHub,
     assert all(int(bucket) >= 120 for bucket in slow_times)
 
     acme = API_KEYS[KEY]["id"]
-    validation = [e for sync in syncs for e in sync["validation_errors"]]
-    assert validation and {e["path"] for e in validation} == {"/items"}
-    per_loc = Counter[tuple[str | None, tuple[str, ...]]]()
-    for e in validation:
-        per_loc[(e["consumer"], tuple(e["loc"]))] += e["error_count"]
-    for (consumer, _), count in per_loc.items():
-        assert count == sent[("POST", "/items", 422, consumer)]  # each error once per 422
-    errors = [e for sync in syncs for e in sync["server_errors"]]
-    assert len(errors) == 1 and errors[0]["error_count"] == 1
-    assert errors[0]["type"].endswith("DemoError") and errors[0]["type"].count(".") >= 2
-    assert errors[0]["msg"] == "boom: an intentional unhandled exception"
-    assert errors[0]["traceback"].rstrip().endswith("boom: an intentional unhandled exception")
-    assert (errors[0]["consumer"], errors[0]["path"]) == (acme, "/debug/boom")
-    consumers = {c["identifier"]: (c["name"], c["group"]) for sync in syncs for c in sync["consumers"]}
-    assert consumers == {
-        API_KEYS[k]["id"]: (API_KEYS[k]["name"], API_KEYS[k]["group"]) for k in list(API_KEYS)[:3]
-    }
-
+    _assert_errors_and_consumers(syncs, sent, acme)
     startups = [m.json() for m in hub.of("startup")]
     assert startups and {s["client"] for s in startups} == {client}
     paths = {(p["method"], p["path"]) for p in startups[-1]["paths"]}

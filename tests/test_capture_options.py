@@ -1,12 +1,10 @@
 """capture/options.py's process-wide state and app_routes.py's registry: one place each,
-emptied by the public reset; and the layering of the capture stage (it imports nothing above it)."""
+emptied by the public reset (the layering is tests/test_layout.py's)."""
 
 from __future__ import annotations
 
-import ast
 import asyncio
 import gc
-from pathlib import Path
 from typing import Any
 
 import flask
@@ -17,8 +15,6 @@ from spanlytics._process import reset_process
 from spanlytics.capture.asgi import capture_asgi
 from spanlytics.capture.options import PROCESS_CAPTURE, CaptureOptions, ProcessCapture
 from spanlytics.capture.store import STORE, Capture
-
-SRC = Path(__file__).resolve().parents[1] / "src" / "spanlytics"
 
 
 def test_reset_process_forgets_options_deferred_set_up_captures_and_apps() -> None:
@@ -90,29 +86,3 @@ def test_registered_apps_are_held_weakly_and_their_routes_read() -> None:
     del app
     gc.collect()
     assert app_routes.apps_info().framework is None and app_routes.version() == version
-
-
-def _imports(path: Path) -> set[str]:
-    names: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom) and node.module:
-            names.add(node.module)
-        elif isinstance(node, ast.Import):
-            names.update(alias.name for alias in node.names)
-    return {name for name in names if name.startswith("spanlytics")}
-
-
-def test_capture_and_the_ground_import_nothing_above_them() -> None:
-    ground = {"spanlytics._process", "spanlytics._throttle", "spanlytics.config", "spanlytics.exclusions"}
-    for path in sorted((SRC / "capture").glob("*.py")):
-        if path.name in ("state.py", "routes.py"):  # compatibility aliases until the merge
-            continue
-        above = {m for m in _imports(path) if m not in ground and not m.startswith("spanlytics.capture")}
-        assert above <= {"spanlytics.app_routes"}, (path.name, above)
-    for name in ("app_routes.py", "body_text.py", "span_attributes.py", "consumer/value.py", "exclusions.py"):
-        assert _imports(SRC / name) <= {
-            "spanlytics._process",
-            "spanlytics._throttle",
-            "spanlytics.app_routes",
-        }, name
-    assert _imports(SRC / "capture" / "snapshot.py") == set()

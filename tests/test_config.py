@@ -18,6 +18,8 @@ from spanlytics.config import Settings
 from spanlytics.consumer import ConsumerSources
 from spanlytics.exclusions import Exclusions
 from spanlytics.masking import Masker, MaskingRules
+from spanlytics.masking.configured import masking_rules
+from spanlytics.pipeline import masker_and_consumers
 from spanlytics.record import ExceptionInfo
 from tests.test_masking_leaks import make_record
 
@@ -253,7 +255,7 @@ def test_a_name_list_given_as_a_string_is_parsed_as_its_variable(
 
 
 def test_a_denylisted_field_given_as_a_string_is_masked() -> None:
-    rules = Settings.resolve(readme_denylist="account_ref").masking_rules()
+    rules = masking_rules(Settings.resolve(readme_denylist="account_ref"))
     masked, fields = Masker(rules).mask_query("account_ref=77&a=1", "request.query")
     assert masked == "account_ref=%5Bmasked%5D&a=1" and fields
     with pytest.raises(ValueError, match="http_headers") as error:
@@ -277,10 +279,10 @@ def test_derived_consumer_sources_and_exclusions(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("SPANLYTICS_EXCLUDE_PATHS", "^/internal/")
     monkeypatch.setenv("SPANLYTICS_EXCLUDE_DEFAULTS", "false")
     settings = Settings.resolve()
-    assert settings.consumer_sources() == ConsumerSources(
+    assert masker_and_consumers(settings)[1].sources == ConsumerSources(
         (("header", "x-consumer-id"), ("jwt-claim", "sub"), ("basic-auth-user", "")), True
     )
-    assert settings.exclusions() == Exclusions(("^/internal/",), ())
+    assert Exclusions.from_settings(settings) == Exclusions(("^/internal/",), ())
 
 
 def test_masking_rules_extend_code_rules_with_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -297,7 +299,7 @@ def test_masking_rules_extend_code_rules_with_the_environment(monkeypatch: pytes
     monkeypatch.setenv("SPANLYTICS_MASK_HEADERS", "^x-internal-")
     monkeypatch.setenv("SPANLYTICS_MASK_FIELDS", "iban")
     monkeypatch.setenv("SPANLYTICS_MASK_ALLOW", "session_count")
-    rules = Settings.resolve(masking=code).masking_rules()
+    rules = masking_rules(Settings.resolve(masking=code))
     assert rules.header_patterns == ("^x-signature$", "^x-internal-")
     assert rules.field_patterns == ("^pin$", "iban")
     assert rules.allow == ("author", "session_count")
@@ -311,7 +313,7 @@ def test_masking_rules_extend_code_rules_with_the_environment(monkeypatch: pytes
     query, _ = masker.mask_query("pin=1234&iban=DE89370400440532013000&session_count=3&page=2", "q")
     assert query == "pin=%2A%2A%2A&iban=...3000&session_count=3&page=2"
     # Without code rules the environment alone applies.
-    assert Settings.resolve().masking_rules().field_patterns == ("iban",)
+    assert masking_rules(Settings.resolve()).field_patterns == ("iban",)
 
 
 @pytest.mark.parametrize(
@@ -324,7 +326,7 @@ def test_masking_rules_extend_code_rules_with_the_environment(monkeypatch: pytes
 def test_masking_rules_keep_a_lone_string_pattern_whole(settings: dict[str, Any]) -> None:
     # MaskingRules takes a lone string as one pattern (and resolve() splits string keywords
     # for list settings): merging must not turn "^pin$" into the patterns ^, p, i, n, $.
-    rules = Settings.resolve(**settings).masking_rules()
+    rules = masking_rules(Settings.resolve(**settings))
     query, _ = Masker(rules).mask_query("pin=1234&name=ann", "request.query")
     assert query == "pin=%5Bmasked%5D&name=ann"
 
@@ -389,9 +391,9 @@ def test_configure_reads_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_pa
 def test_exception_masking_mode_from_the_environment_or_a_keyword(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    assert Settings.resolve().masking_rules().exceptions == "strict"  # the default
+    assert masking_rules(Settings.resolve()).exceptions == "strict"  # the default
     monkeypatch.setenv("SPANLYTICS_MASK_EXCEPTIONS", "Omit")
-    rules = Settings.resolve().masking_rules()
+    rules = masking_rules(Settings.resolve())
     assert rules.exceptions == "omit"
     trace = 'Traceback (most recent call last):\n  File "/app/x.py", line 3, in f\nValueError: bad hunter2'
     record = make_record(exception=ExceptionInfo("ValueError", "bad hunter2", trace))
@@ -399,10 +401,10 @@ def test_exception_masking_mode_from_the_environment_or_a_keyword(
     assert out is not None and "hunter2" not in out.message + out.stacktrace
     assert 'File "/app/x.py", line 3, in f' in out.stacktrace
     # a keyword beats the variable
-    assert Settings.resolve(mask_exceptions="rules").masking_rules().exceptions == "rules"
+    assert masking_rules(Settings.resolve(mask_exceptions="rules")).exceptions == "rules"
     monkeypatch.setenv("SPANLYTICS_MASK_EXCEPTIONS", "keep-everything")
     with caplog.at_level(logging.WARNING, logger="spanlytics"):
-        assert Settings.resolve().masking_rules().exceptions == "strict"
+        assert masking_rules(Settings.resolve()).exceptions == "strict"
     assert "SPANLYTICS_MASK_EXCEPTIONS" in caplog.text and "keep-everything" not in caplog.text
     with pytest.raises(ValueError, match="mask_exceptions"):
         Settings.resolve(mask_exceptions="full")

@@ -142,7 +142,7 @@ def test_settings_with_invalid_env_pattern_warn_and_fall_back_to_defaults(
 ) -> None:
     monkeypatch.setenv("SPANLYTICS_EXCLUDE_PATHS", "^/internal/,broken[")
     with caplog.at_level(logging.WARNING, "spanlytics"):
-        exclusions = Settings.resolve().exclusions()
+        exclusions = Exclusions.from_settings(Settings.resolve())
     assert exclusions == Exclusions.default()
     assert exclusions.excludes("/healthz", BROWSER)
     assert not exclusions.excludes("/internal/x", BROWSER)
@@ -152,7 +152,7 @@ def test_settings_with_invalid_env_pattern_warn_and_fall_back_to_defaults(
 
 def test_settings_with_inline_flag_env_pattern_do_not_crash(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SPANLYTICS_EXCLUDE_PATHS", "(?i)^/internal/")
-    exclusions = Settings.resolve().exclusions()  # must never raise at start-up
+    exclusions = Exclusions.from_settings(Settings.resolve())  # must never raise at start-up
     assert exclusions.excludes("/healthz", BROWSER)
 
 

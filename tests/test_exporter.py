@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import flask
+import pytest
 from fastapi import FastAPI, Request
 from fastapi.testclient import TestClient
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
@@ -293,7 +294,7 @@ def test_shutdown_stops_everything_and_a_later_configure_starts_afresh(tmp_path:
 
 def test_testing_reset_forgets_process_state(tmp_path: Path, caplog: Any) -> None:
     import spanlytics.testing
-    from spanlytics.capture.state import STORE, Capture
+    from spanlytics.capture.store import STORE, Capture
 
     provider = TracerProvider()
     processor = spanlytics.configure(tracer_provider=provider, local_path=str(tmp_path / "s.db"))
@@ -315,3 +316,17 @@ def test_testing_reset_forgets_process_state(tmp_path: Path, caplog: Any) -> Non
     _server_spans(provider, 2)
     assert caplog.text.count("queue full") == 2  # throttles start afresh
     provider.shutdown()
+
+
+def test_destinations_given_as_names_are_the_setting_not_objects(tmp_path: Path) -> None:
+    from spanlytics.destinations.local import LocalStore
+
+    for names in ("local", ("local",), ["local"]):
+        exporter = spanlytics.SpanlyticsExporter(destinations=names, local_path=str(tmp_path / "a.db"))
+        try:
+            assert exporter.settings.destinations == ("local",)
+            assert [type(d) for d in exporter.destinations] == [LocalStore]
+        finally:
+            exporter.shutdown()
+    with pytest.raises(TypeError, match="not both"):
+        spanlytics.SpanlyticsExporter(destinations=[ListDestination(), "local"])  # type: ignore[list-item]

@@ -14,6 +14,7 @@ from spanlytics.config import Settings
 from spanlytics.consumer import Consumer, ConsumerSources, hash_identifier
 from spanlytics.destinations.readme import NOT_VALID_UTF8, ReadmeEncoder
 from spanlytics.masking import DEFAULT_FIELD_PATTERN, Masker, MaskingRules
+from spanlytics.pipeline import masker_and_consumers
 from spanlytics.record import ExceptionInfo, MaskedField, RequestRecord, body_text
 
 SECRET = "S3CR3Tdeadbeef0042"
@@ -277,14 +278,17 @@ def test_user_agent_and_content_type_fields_are_masked_like_their_headers() -> N
 
 def test_consumer_from_a_sensitive_header_is_hashed_by_default() -> None:
     headers = {"x-api-key": SECRET, "x-consumer": "acme"}
-    sources = Settings.resolve(consumer_from=("header:X-Api-Key",)).consumer_sources()
-    consumer = sources.resolve(headers.get, None)
+
+    def sources(**settings: Any) -> ConsumerSources:
+        return masker_and_consumers(Settings.resolve(**settings))[1].sources
+
+    consumer = sources(consumer_from=("header:X-Api-Key",)).resolve(headers.get, None)
     assert consumer is not None and consumer.identifier == hash_identifier(SECRET)
-    plain = Settings.resolve(consumer_header="X-Consumer").consumer_sources().resolve(headers.get, None)
+    plain = sources(consumer_header="X-Consumer").resolve(headers.get, None)
     assert plain is not None and plain.identifier == "acme"
-    keyed = Settings.resolve(consumer_header="X-Api-Key", consumer_hash_key="k").consumer_sources()
+    keyed = sources(consumer_header="X-Api-Key", consumer_hash_key="k")
     assert keyed.resolve(headers.get, None) == Consumer(hash_identifier(SECRET, "k"))
-    allowed = Settings.resolve(consumer_header="X-Api-Key", mask_allow=("x-api-key",)).consumer_sources()
+    allowed = sources(consumer_header="X-Api-Key", mask_allow=("x-api-key",))
     assert allowed.resolve(headers.get, None) == Consumer(SECRET)  # allow-listed: not a secret
 
 

@@ -8,7 +8,7 @@ import pytest
 from opentelemetry.sdk.trace import ReadableSpan
 
 from benchmarks.micro import workload
-from spanlytics.capture.state import STORE, Capture
+from spanlytics.capture.store import STORE, Capture
 from spanlytics.record import RequestRecord
 
 

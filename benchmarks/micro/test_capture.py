@@ -21,7 +21,7 @@ from pytest_benchmark.fixture import BenchmarkFixture
 from benchmarks.bench_background import REQUEST_HEADERS
 from benchmarks.micro.workload import json_body
 from spanlytics.capture import ASGICaptureMiddleware, CaptureOptions, WSGICaptureMiddleware
-from spanlytics.capture.state import STORE, Capture, current_capture
+from spanlytics.capture.store import STORE, Capture, current_capture
 
 REQUEST_BODY = json_body(1, "password")
 RESPONSE_BODY = json_body(1, "access_token")

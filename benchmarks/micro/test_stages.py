@@ -20,7 +20,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from pytest_benchmark.fixture import BenchmarkFixture
 
 from benchmarks.micro.workload import BATCH, leaked
-from spanlytics.capture.state import Capture
+from spanlytics.capture.store import Capture
 from spanlytics.destinations.apitally import (
     MAX_LOG_FILE_BYTES,
     Aggregator,

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any, Protocol, TypedDict
@@ -35,13 +34,11 @@ from spanlytics._setting_fields import (
     setting,
 )
 from spanlytics._throttle import ThrottledLogger
+from spanlytics.masking_options import EXCEPTION_MODES, MaskingRules
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack  # typing's from Python 3.11
 
-    from spanlytics.consumer import ConsumerSources
-    from spanlytics.exclusions import Exclusions
-    from spanlytics.masking import MaskingRules
 
 _log = ThrottledLogger(logging.getLogger("spanlytics.config"))
 
@@ -51,8 +48,6 @@ IdentifyConsumer = Callable[[Any], object]
 
 
 def _exception_mode(raw: str) -> str:
-    from spanlytics.masking import EXCEPTION_MODES
-
     mode = raw.strip().lower()
     if mode not in EXCEPTION_MODES:
         raise ValueError(f"expected one of {', '.join(EXCEPTION_MODES)}")
@@ -252,76 +247,8 @@ class Settings:
     def __post_init__(self) -> None:
         """Values given in code are checked at start-up (environment values were already)."""
         problems = bounds_problems(self)
-        if self.mask_exceptions is not None:
-            from spanlytics.masking import EXCEPTION_MODES
-
-            # exactly one of the modes: the masker refuses any other spelling ("Omit"), and
-            # would then disable spanlytics at its first record instead of failing here
-            if self.mask_exceptions not in EXCEPTION_MODES:
-                problems["mask_exceptions"] = f"expected one of {', '.join(EXCEPTION_MODES)}"
+        # exactly one of the modes: the masker refuses any other spelling ("Omit"), and would
+        # then disable spanlytics at its first record instead of failing here
+        if self.mask_exceptions is not None and self.mask_exceptions not in EXCEPTION_MODES:
+            problems["mask_exceptions"] = f"expected one of {', '.join(EXCEPTION_MODES)}"
         raise_problems(problems)
-
-    def consumer_sources(self) -> ConsumerSources:
-        """The no-code consumer sources; an identifier read from a header that masking hides
-        (``X-Api-Key``) is hashed even without ``consumer_hash``."""
-        from spanlytics.consumer import NO_SENSITIVE_HEADERS, ConsumerSources
-        from spanlytics.masking import Masker
-
-        sensitive = NO_SENSITIVE_HEADERS
-        if not self.consumer_hash:  # (with it every identifier is hashed)
-            try:
-                sensitive = Masker(self.masking_rules()).is_sensitive_header
-            except ValueError:  # invalid user patterns: the defaults still decide
-                sensitive = Masker().is_sensitive_header
-        return ConsumerSources.parse(
-            self.consumer_from,
-            self.consumer_header,
-            self.consumer_hash,
-            self.consumer_hash_key,
-            sensitive_header=sensitive,
-        )
-
-    def identify_callback(self) -> IdentifyConsumer | None:
-        """The code-given callback, else a ``module:function`` from ``SPANLYTICS_CONSUMER_FROM``."""
-        if self.identify_consumer is not None:
-            return self.identify_consumer
-        from spanlytics.consumer import load_callback
-
-        return load_callback(self.consumer_from)
-
-    def exclusions(self) -> Exclusions:
-        """Excluded paths/user agents; an invalid user pattern is ignored with a warning."""
-        from spanlytics.exclusions import Exclusions
-
-        try:
-            return Exclusions.build(
-                self.exclude_paths, self.exclude_user_agents, defaults=self.exclude_defaults
-            )
-        except ValueError as exc:
-            _log.warning("exclusions.invalid", "%s; using the default exclusions only", exc)
-            return Exclusions.build(defaults=self.exclude_defaults)
-
-    def masking_rules(self) -> MaskingRules:
-        """The code-given masking rules extended by the ``SPANLYTICS_MASK_*`` variables."""
-        from dataclasses import replace
-
-        from spanlytics.masking import MaskingRules
-
-        def names(value: str | tuple[str, ...]) -> tuple[str, ...]:
-            return (value,) if isinstance(value, str) else tuple(value)  # one string, one pattern
-
-        rules = self.masking or MaskingRules()
-        hidden: tuple[str, ...] = ()
-        if self.consumer_hash:  # the raw identifier must not survive in the header it came from
-            hidden = tuple(f"^{re.escape(h)}$" for h in self.consumer_sources().identifying_headers())
-        # ReadMe's denylist/allowlist, as aliases: a denylisted name is masked (in any letter
-        # case, at any depth); with an allowlist, every header and field not on it is masked.
-        deny = tuple(f"^{re.escape(name)}$" for name in self.readme_denylist)
-        everything = (".*",) if self.readme_allowlist else ()
-        return replace(
-            rules,
-            header_patterns=(*names(rules.header_patterns), *self.mask_headers, *hidden, *deny, *everything),
-            field_patterns=(*names(rules.field_patterns), *self.mask_fields, *deny, *everything),
-            allow=(*names(rules.allow), *self.mask_allow, *self.readme_allowlist),
-            exceptions=self.mask_exceptions or rules.exceptions,
-        )

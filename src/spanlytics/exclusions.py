@@ -8,9 +8,18 @@ True
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from spanlytics._throttle import ThrottledLogger
+
+if TYPE_CHECKING:
+    from spanlytics.config import Settings
+
+_log = ThrottledLogger(logging.getLogger("spanlytics.config"))
 
 DEFAULT_PATHS = (
     # health endpoints at any depth (/api/v1/health), and their probe sub-paths
@@ -69,6 +78,18 @@ class Exclusions:
         base_paths = DEFAULT_PATHS if defaults else ()
         base_agents = DEFAULT_USER_AGENTS if defaults else ()
         return cls((*base_paths, *paths), (*base_agents, *user_agents))
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Exclusions:
+        """The exclusions ``settings`` ask for; an invalid user pattern is ignored with a
+        warning (the defaults still apply)."""
+        try:
+            return cls.build(
+                settings.exclude_paths, settings.exclude_user_agents, defaults=settings.exclude_defaults
+            )
+        except ValueError as exc:
+            _log.warning("exclusions.invalid", "%s; using the default exclusions only", exc)
+            return cls.build(defaults=settings.exclude_defaults)
 
     def excludes(self, path: str, user_agent: str | None) -> bool:
         path_res: tuple[re.Pattern[str], ...] = self.__dict__["_path_re"]

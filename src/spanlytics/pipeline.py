@@ -35,15 +35,28 @@ from opentelemetry.sdk.trace import ReadableSpan
 
 from spanlytics._process import on_reset, reset_in_child
 from spanlytics._throttle import ThrottledLogger
-from spanlytics.capture.state import STORE, Capture, CaptureStore
+from spanlytics.capture.store import STORE, Capture, CaptureStore
 from spanlytics.config import Settings
+from spanlytics.consumer.resolve import ConsumerResolver
+from spanlytics.consumer.sources import NO_SENSITIVE_HEADERS
 from spanlytics.destinations import AnnotatesRecords, Destination
 from spanlytics.destinations.registry import build_destinations
+from spanlytics.exclusions import Exclusions
 from spanlytics.masking import Masker
+from spanlytics.masking.configured import masking_rules
 from spanlytics.record import RequestRecord, from_span, replace_record
 from spanlytics.worker import BackgroundWorker
 
-__all__ = ["CATCH_UP_AT", "MAX_PARKED", "PIPELINES", "WAKE_AT", "YIELD_AFTER_S", "Feed", "Pipeline"]
+__all__ = [
+    "CATCH_UP_AT",
+    "MAX_PARKED",
+    "PIPELINES",
+    "WAKE_AT",
+    "YIELD_AFTER_S",
+    "Feed",
+    "Pipeline",
+    "masker_and_consumers",
+]
 
 _logger = logging.getLogger("spanlytics.exporter")
 _log = ThrottledLogger(_logger)
@@ -71,6 +84,23 @@ PIPELINES: weakref.WeakSet[Pipeline] = weakref.WeakSet()
 on_reset(PIPELINES.clear)
 
 RecordBuilder = Callable[[ReadableSpan, "Capture | None"], "RequestRecord | None"]
+
+
+def masker_and_consumers(settings: Settings) -> tuple[Masker, ConsumerResolver]:
+    """The masker and the consumer resolver ``settings`` ask for. Raises ``ValueError`` for
+    an invalid masking pattern (the pipeline then records nothing: masking fails closed).
+
+    Each needs the other, so both are built here, above both stages: masking hides the
+    headers a hashed identifier was read from (``consumer_hash``), and without
+    ``consumer_hash`` an identifier read from a header that masking hides (``X-Api-Key``)
+    is hashed all the same.
+    """
+    if settings.consumer_hash:  # every identifier is hashed; its raw header is masked
+        consumers = ConsumerResolver.from_settings(settings, sensitive_header=NO_SENSITIVE_HEADERS)
+        masker = Masker(masking_rules(settings, consumers.sources.identifying_headers()))
+        return masker, consumers
+    masker = Masker(masking_rules(settings))
+    return masker, ConsumerResolver.from_settings(settings, sensitive_header=masker.is_sensitive_header)
 
 
 class Feed(enum.Enum):
@@ -150,19 +180,16 @@ class Pipeline:
         """The record stage, from the settings: span + capture -> masked record, or None
         (not an HTTP request, excluded, or failed: counted). Raises ValueError for a bad
         masking rule."""
-        masker = Masker(self.settings.masking_rules())
-        consumers = self.settings.consumer_sources()
-        exclusions = self.settings.exclusions()
+        masker, consumers = masker_and_consumers(self.settings)
+        exclusions = Exclusions.from_settings(self.settings)
         annotators = [d.before_mask for d in self.destinations if isinstance(d, AnnotatesRecords)]
         strip_headers = not self.settings.capture_headers
         counters = self._counters
 
         def build(span: ReadableSpan, capture: Capture | None) -> RequestRecord | None:
             try:
-                consumer = capture.consumer if capture is not None else None
-                if capture is not None and consumer is None:
-                    consumer = consumers.resolve(capture.header, capture.baggage_consumer)
-                record = from_span(span, capture, consumer=consumer)
+                captured = capture.snapshot() if capture is not None else None
+                record = from_span(span, captured, consumer=consumers.resolve(captured, span.attributes))
                 if record is None:
                     return None
                 if exclusions.excludes(record.path, record.user_agent):

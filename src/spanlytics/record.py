@@ -35,14 +35,12 @@ from spanlytics._process import on_reset
 from spanlytics.app_routes import normalize_route
 from spanlytics.body_text import body_text, is_text_content_type
 from spanlytics.capture.snapshot import CapturedRequest
-from spanlytics.consumer.resolve import hinted_consumer, span_consumer
 from spanlytics.consumer.value import Consumer
 from spanlytics.span_attributes import read_attributes, request_fields, span_authority
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import ReadableSpan
 
-    from spanlytics.capture.store import Capture
 
 __all__ = [  # body_text, is_text_content_type and normalize_route: where callers found them
     "ExceptionInfo",
@@ -184,7 +182,7 @@ def new_record_id() -> str:
 
 def from_span(
     span: ReadableSpan,
-    captured: CapturedRequest | Capture | None = None,  # Capture: the exporter's, until the merge
+    captured: CapturedRequest | None = None,
     *,
     consumer: Consumer | None = None,
     record_id: str | None = None,
@@ -196,8 +194,6 @@ def from_span(
     """
     if span.kind is not SpanKind.SERVER:
         return None
-    if captured is not None and not isinstance(captured, CapturedRequest):
-        return _from_live_capture(span, captured, consumer, record_id)
     attrs = read_attributes(span)
     values = request_fields(attrs)
     if values["method"] is None and captured is None:
@@ -260,14 +256,3 @@ def _correct_with_capture(values: dict[str, Any], captured: CapturedRequest) -> 
         user_agent=captured.header("user-agent") or values["user_agent"],
         http_version=captured.http_version or values["http_version"],
     )
-
-
-def _from_live_capture(
-    span: ReadableSpan, capture: Capture, consumer: Consumer | None, record_id: str | None
-) -> RequestRecord | None:
-    """Compatibility until otel/exporter.py snapshots the capture and resolves the consumer
-    with :class:`~spanlytics.consumer.ConsumerResolver`: its old call
-    ``from_span(span, capture, consumer=<header/baggage source>)``. Delete at the merge."""
-    captured = capture.snapshot()
-    consumer = hinted_consumer(captured) or consumer or span_consumer(span.attributes)
-    return from_span(span, captured, consumer=consumer, record_id=record_id)

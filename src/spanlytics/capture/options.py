@@ -80,7 +80,7 @@ class CaptureOptions:
             capture_bodies=settings.capture_bodies,
             max_body_bytes=settings.max_body_bytes,
             identify_consumer=callback if callback is not None else load_callback(settings.consumer_from),
-            exclusions=settings.exclusions(),
+            exclusions=Exclusions.from_settings(settings),
             internal_spans=settings.asgi_internal_spans,
         )
 
@@ -173,9 +173,3 @@ def defer_until_first_request(setup: Callable[[], None]) -> None:
 
 def run_deferred_setup() -> None:
     PROCESS_CAPTURE.run_deferred()
-
-
-# Compatibility until tests/conftest.py resets through spanlytics._process.reset_process():
-# the names it patches. They hold nothing any more; delete them at the merge.
-_options: None = None
-_deferred: None = None

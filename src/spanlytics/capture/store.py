@@ -19,7 +19,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, ClassVar, TypeAlias, overload
+from typing import TYPE_CHECKING, Any, TypeAlias, overload
 
 from spanlytics._process import on_reset
 from spanlytics.capture.snapshot import CapturedRequest, first_header
@@ -157,10 +157,6 @@ class Capture:
         self.done = False
         self.accounted = 0
         self.on_done: Callable[[], None] | None = None
-
-    consumer: ClassVar[None] = None
-    """Compatibility until otel/exporter.py resolves through spanlytics.consumer.ConsumerResolver:
-    its ``_resolve_consumer`` reads it (always None; the hints above replace it). Delete at the merge."""
 
     # Headers may be given as a function that decodes a copy of the server's raw headers:
     # the request path only copies them, the first reader (the exporter) decodes them once.

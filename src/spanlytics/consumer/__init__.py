@@ -8,7 +8,6 @@
   request's consumer, in the background (its docstring has the sources' order).
 """
 
-from spanlytics.capture.options import load_callback
 from spanlytics.consumer.handler import set_consumer
 from spanlytics.consumer.resolve import ConsumerResolver
 from spanlytics.consumer.sources import (
@@ -30,7 +29,6 @@ __all__ = [
     "coerce_consumer",
     "hash_identifier",
     "jwt_claim",
-    "load_callback",
     "make_consumer",
     "set_consumer",
 ]

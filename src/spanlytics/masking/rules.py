@@ -15,15 +15,18 @@ Two kinds of name rules:
   camelCase, ``_``, ``-``, ``.`` and digits separate words (``pin``, ``userPin``,
   ``PIN_CODE``, ``connect.sid``; not ``shipping``, ``pinned``, ``opinion``).
 
-This module imports nothing of spanlytics: it is the data the other masking modules share.
+This module imports nothing of spanlytics but the user's side of masking
+(:mod:`spanlytics.masking_options`, which the settings carry): it is the data the other
+masking modules share.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from typing import Final, TypeAlias
+from collections.abc import Iterator
+from typing import Final
+
+from spanlytics.masking_options import EXCEPTION_MODES, KEEP, MaskingCallback, MaskingRules
 
 __all__ = [
     "DEFAULT_FIELD_PATTERN",
@@ -37,58 +40,7 @@ __all__ = [
 ]
 
 
-class _Keep:
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return "KEEP"
-
-    def __reduce__(self) -> str:
-        return "KEEP"
-
-
-KEEP: Final = _Keep()
-"""Returned by a :data:`MaskingCallback` to keep the original value."""
-
-MaskingCallback: TypeAlias = Callable[[str, str, str], "str | object | None"]
-"""``(path, value, rule) -> KEEP | replacement | None`` (None: the default replacement)."""
-
 FAILED: Final = "[masked: could not be parsed]"
-
-EXCEPTION_MODES: Final = ("strict", "rules", "omit")
-"""How exception messages and stack traces are masked (``MaskingRules.exceptions``):
-
-* ``strict`` (default): the free-text rules, plus the word right after a sensitive name
-  (``bad password hunter2`` -> ``bad password [masked]``) unless it is a common word
-  (``token expired`` is kept).
-* ``rules``: the free-text rules only, as for text bodies.
-* ``omit``: message and stack trace are replaced; the exception type and the stack trace's
-  ``File "...", line N, in f`` lines are kept.
-"""
-
-
-@dataclass(frozen=True)
-class MaskingRules:
-    """What to mask beyond the defaults, and how.
-
-    ``header_patterns`` / ``field_patterns``: extra regexes (``re.search``, case-insensitive)
-    for header names / query, form and JSON field names. ``allow``: exact names, any case,
-    never masked nor shown to the callback. ``callback(path, value, rule)``: see
-    :data:`MaskingCallback`. ``replacement``: the text that replaces a masked value.
-    ``exceptions``: one of :data:`EXCEPTION_MODES`.
-
-    >>> from spanlytics.masking import Masker
-    >>> masker = Masker(MaskingRules(field_patterns=(r"^dob$",), replacement="***"))
-    >>> masker.mask_query("dob=1970-01-01&doberman=1", "request.query")
-    ('dob=%2A%2A%2A&doberman=1', [MaskedField(path='request.query.dob', rule='field:custom')])
-    """
-
-    header_patterns: tuple[str, ...] = ()
-    field_patterns: tuple[str, ...] = ()
-    allow: tuple[str, ...] = ()
-    callback: MaskingCallback | None = None
-    replacement: str = "[masked]"
-    exceptions: str = "strict"
 
 
 # --- names ---------------------------------------------------------------------------------

@@ -34,6 +34,7 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from spanlytics._process import on_reset
 from spanlytics._throttle import ThrottledLogger
+from spanlytics.app_routes import register_app
 from spanlytics.capture.asgi import capture_asgi
 from spanlytics.capture.options import (
     CaptureOptions,
@@ -42,7 +43,6 @@ from spanlytics.capture.options import (
     run_deferred_setup,
     set_process_options,
 )
-from spanlytics.capture.routes import register_app
 from spanlytics.capture.wsgi import capture_wsgi
 from spanlytics.config import Settings
 from spanlytics.otel.instrument import OTEL_APPLIED_MARK, apply_internal_spans_choice

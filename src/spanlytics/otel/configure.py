@@ -17,7 +17,7 @@ import signal
 import threading
 import weakref
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
@@ -30,6 +30,11 @@ from spanlytics.otel.exporter import SpanlyticsExporter
 from spanlytics.otel.processor import SpanlyticsProcessor
 from spanlytics.otel.sampling import install_sampler
 from spanlytics.pipeline import PIPELINES
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack  # typing's from Python 3.11
+
+    from spanlytics.config import SettingsArgs
 
 _logger = logging.getLogger("spanlytics")
 _lock = threading.Lock()
@@ -120,7 +125,7 @@ def install_sigterm_flush() -> None:
 
 
 def configure(
-    *, tracer_provider: trace.TracerProvider | None = None, **settings: Any
+    *, tracer_provider: trace.TracerProvider | None = None, **settings: Unpack[SettingsArgs]
 ) -> SpanlyticsProcessor | None:
     """Attach spanlytics to the app's TracerProvider and start recording requests.
 

@@ -24,7 +24,7 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.trace import SpanKind
 
 from spanlytics._process import on_reset
-from spanlytics.capture.state import STORE, CaptureStore
+from spanlytics.capture.store import STORE, CaptureStore
 from spanlytics.config import Settings
 from spanlytics.destinations import Destination
 from spanlytics.pipeline import Feed, Pipeline
@@ -41,11 +41,20 @@ class SpanlyticsExporter(SpanExporter):
         self,
         *,
         settings: Settings | None = None,
-        destinations: Sequence[Destination] | None = None,
+        destinations: Sequence[Destination] | str | Sequence[str] | None = None,
         store: CaptureStore = STORE,
         **options: Any,
     ) -> None:
-        self.pipeline = Pipeline(settings or Settings.resolve(**options), destinations, store=store)
+        """``destinations``: destination objects to write to instead of the configured ones,
+        or, given as names (``"local,readme"``), the ``destinations`` setting itself."""
+        built: Sequence[Destination] | None = None
+        if isinstance(destinations, str) or (destinations and all(isinstance(d, str) for d in destinations)):
+            options["destinations"] = destinations
+        elif destinations is not None:
+            if any(isinstance(d, str) for d in destinations):
+                raise TypeError("destinations: give destination objects or destination names, not both")
+            built = destinations  # type: ignore[assignment]
+        self.pipeline = Pipeline(settings or Settings.resolve(**options), built, store=store)
         LIVE_EXPORTERS.add(self)
 
     @property

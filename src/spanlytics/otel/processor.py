@@ -26,7 +26,7 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.trace import SpanKind
 
-from spanlytics.capture.state import STORE, CaptureStore, current_capture
+from spanlytics.capture.store import STORE, CaptureStore, current_capture
 from spanlytics.consumer import BAGGAGE_CONSUMER_ID
 from spanlytics.pipeline import Feed
 

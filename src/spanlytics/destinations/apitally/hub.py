@@ -18,11 +18,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from spanlytics import __about__
+from spanlytics import __about__, app_routes
 from spanlytics._json import dumps
 from spanlytics._process import reset_in_child
 from spanlytics._throttle import ThrottledLogger
-from spanlytics.capture import routes
 from spanlytics.delivery.sender import Sender, retry_after_s
 from spanlytics.delivery.settings import SenderSettings
 from spanlytics.delivery.spool import Batch
@@ -34,6 +33,7 @@ from spanlytics.destinations.apitally.request_log import (
     RequestLogEncoder,
     is_uuid,
 )
+from spanlytics.worker import BackgroundWorker
 
 if TYPE_CHECKING:
     import requests
@@ -175,8 +175,16 @@ class ApitallyDestination:
         self.slot = InstanceSlot(self.client_id, env)
         self._disabled = False
         self._reset()
+        # registered before the timer's own fork hook: a child's timer starts on fresh state
         reset_in_child(self, ApitallyDestination._reset_child)
-        self._start()
+        self._timer = BackgroundWorker(
+            "spanlytics-apitally",
+            self._tick,
+            interval_s=self._next_tick_s,
+            recovery_pause_s=SYNC_INTERVAL_S,  # a failing interval or tick: the regular sync period
+            restart_in_child=True,
+        )
+        self._timer.start()
 
     def _reset(self) -> None:
         self._pid = os.getpid()
@@ -188,18 +196,14 @@ class ApitallyDestination:
         self._log_suspended_until = 0.0
         self._announced_version = -1
         self._started_at = time.monotonic()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._timer_announced = False  # the timer's first tick announces, the others sync
 
     def _reset_child(self) -> None:
         self._reset()
         self.slot.reacquire()
-        if not self._disabled:
-            self._start()
-
-    def _start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="spanlytics-apitally", daemon=True)
-        self._thread.start()
+        timer = getattr(self, "_timer", None)  # None while the constructor runs
+        if timer is not None:
+            timer.reset_after_fork()  # a fork without at-fork hooks: restart it here
 
     @property
     def instance_uuid(self) -> str:
@@ -246,26 +250,20 @@ class ApitallyDestination:
 
     # -- the timer's side --------------------------------------------------------------------
 
-    def _run(self) -> None:
-        stop = self._stop
-        if stop.wait(1.0):  # the client announces at once; a second lets the app add its routes
+    def _next_tick_s(self) -> float:
+        # the client announces at once; a second lets the app add its routes first
+        return self.sync_interval_s() if self._timer_announced else 1.0
+
+    def _tick(self) -> None:
+        if not self._timer_announced:
+            self._timer_announced = True
+            try:
+                with self._lock:
+                    self._announce()
+            except Exception as exc:  # the next sync announces again
+                _log.failure("announce", "spanlytics apitally: startup message failed", exc)
             return
-        try:
-            with self._lock:
-                self._announce()
-        except Exception as exc:  # _sync announces again
-            _log.failure("announce", "spanlytics apitally: startup message failed", exc)
-        while True:
-            try:  # the timer must outlive any one sync; _sync logs its own errors
-                if stop.wait(self.sync_interval_s()):
-                    return
-            except Exception as exc:
-                _log.failure(
-                    "timer", "spanlytics apitally: sync timer error; using the default interval", exc
-                )
-                if stop.wait(SYNC_INTERVAL_S):
-                    return
-            self._sync(always=True)
+        self._sync(always=True)  # it logs its own errors
 
     def _payload(self, data: dict[str, Any]) -> bytes:
         message = {"instance_uuid": self.instance_uuid, "message_uuid": str(uuid.uuid4()), **data}
@@ -273,11 +271,11 @@ class ApitallyDestination:
 
     def _announce(self) -> None:
         """The startup message, once per process and again when another app registers."""
-        current = routes.version()
+        current = app_routes.version()
         if current == self._announced_version:
             return
         self._announced_version = current
-        info = routes.apps_info()
+        info = app_routes.apps_info()
         framework = info.framework or _framework_guess()
         startup: dict[str, Any] = {
             "paths": [{"method": method, "path": path} for method, path in info.routes],
@@ -314,7 +312,7 @@ class ApitallyDestination:
         if status == 404:
             if not self._disabled:
                 self._disabled = True
-                self._stop.set()
+                self._timer.stop()  # on the sender's thread: only asks
                 _logger.error(
                     "spanlytics apitally: the hub does not know client id %s (env %s): HTTP 404. "
                     "The apitally destination is disabled; check SPANLYTICS_APITALLY_CLIENT_ID.",
@@ -355,10 +353,7 @@ class ApitallyDestination:
 
     def shutdown(self, timeout_s: float = 10.0) -> None:
         """A final startup (if never sent), log upload and sync, then delivery or the spool."""
-        self._stop.set()
-        thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout_s)
+        self._timer.stop(timeout_s)
         self._sync(always=True)
         self.sender.shutdown(timeout_s)
 
