@@ -115,7 +115,7 @@ def main() -> None:
     masked: list[RequestRecord] = []
 
     def build() -> None:
-        records.extend(r for r in (from_span(s, c) for s, c in inputs) if r is not None)
+        records.extend(r for r in (from_span(s, c.snapshot()) for s, c in inputs) if r is not None)
 
     def mask() -> None:
         masked.extend(masker.mask_record(r) for r in records)
@@ -139,7 +139,8 @@ def main() -> None:
         def whole() -> None:
             for i in range(0, len(inputs), args.batch):
                 chunk = inputs[i : i + args.batch]
-                batch = [masker.mask_record(r) for s, c in chunk if (r := from_span(s, c)) is not None]
+                built = (from_span(s, c.snapshot()) for s, c in chunk)
+                batch = [masker.mask_record(r) for r in built if r is not None]
                 store2.export(batch)
 
         timed("whole path: record -> mask -> store", args.records, whole)

@@ -1,4 +1,4 @@
-"""destinations/apitally.py: aggregation, log items, hub answers, and the examples against a
+"""destinations/apitally/: aggregation, log items, hub answers, and the examples against a
 loopback hub (real servers, real sockets)."""
 
 from __future__ import annotations

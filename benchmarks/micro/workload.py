@@ -33,7 +33,7 @@ def leaked(text: str | bytes | None) -> list[str]:
 
 def records_for(count: int) -> list[RequestRecord]:
     """``count`` unmasked records of identified requests, secrets in headers, query and bodies."""
-    records = [from_span(span, capture, consumer=CONSUMER) for span, capture in make_inputs(count)]
+    records = [from_span(span, capture.snapshot(), consumer=CONSUMER) for span, capture in make_inputs(count)]
     assert all(record is not None for record in records)
     return [record for record in records if record is not None]
 
