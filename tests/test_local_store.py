@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 import requests
 
-from spanlytics._throttle import ThrottledLogger
 from spanlytics.consumer import Consumer
 from spanlytics.destinations import Destination, local
 from spanlytics.destinations.local import (
@@ -92,14 +91,6 @@ def row_count(path: Path) -> int:
 def user_version(path: Path) -> int:
     with sqlite3.connect(path) as conn:
         return int(conn.execute("PRAGMA user_version").fetchone()[0])
-
-
-@pytest.fixture(autouse=True)
-def fresh_throttle(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Each test sees its own warnings, whatever earlier tests logged."""
-    monkeypatch.setattr(
-        store_module, "_log", ThrottledLogger(logging.getLogger("spanlytics.destinations.local"))
-    )
 
 
 # --- round trip and basic behaviour ---------------------------------------------------------

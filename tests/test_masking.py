@@ -18,7 +18,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from spanlytics import masking
-from spanlytics._throttle import ThrottledLogger
 from spanlytics.masking import (
     DEFAULT_FIELD_PATTERN,
     DEFAULT_HEADER_PATTERN,
@@ -33,12 +32,6 @@ from spanlytics.record import ExceptionInfo, MaskedField, RequestRecord
 SECRET = "S3CR3Tdeadbeef0042"
 FIELD_RE = re.compile(DEFAULT_FIELD_PATTERN, re.I)
 HEADER_RE = re.compile(DEFAULT_HEADER_PATTERN, re.I)
-
-
-@pytest.fixture(autouse=True)
-def fresh_log(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A new throttled logger per test, so one test's warning cannot silence another's."""
-    monkeypatch.setattr(masking_verdicts, "log", ThrottledLogger(logging.getLogger("spanlytics.masking")))
 
 
 def make_record(**overrides: Any) -> RequestRecord:
