@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from spanlytics.delivery.batches import Batch
 from spanlytics.delivery.sender import Sender, retry_after_s
 from spanlytics.delivery.settings import SenderSettings
-from spanlytics.delivery.spool import Batch, Spool
+from spanlytics.delivery.spool import Spool
 from tests.support.ingest_stub import IngestStub
 from tests.support.servers import poll_until
 

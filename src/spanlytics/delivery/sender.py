@@ -46,8 +46,9 @@ from spanlytics.__about__ import VERSION
 from spanlytics._process import on_reset, reset_in_child
 from spanlytics._throttle import ThrottledLogger
 from spanlytics.delivery.answers import judge_answer, retry_after_s
+from spanlytics.delivery.batches import Batch
 from spanlytics.delivery.settings import SenderSettings
-from spanlytics.delivery.spool import Batch, Spool, _unlink, default_spool_dir
+from spanlytics.delivery.spool import Spool, _unlink, default_spool_dir
 from spanlytics.worker import BackgroundWorker
 
 __all__ = ["Batch", "Sender", "SenderSettings", "Spool", "default_spool_dir", "retry_after_s"]

@@ -15,44 +15,13 @@ import logging
 import os
 import threading
 import time
-import uuid
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from spanlytics._throttle import ThrottledLogger
+from spanlytics.delivery.batches import Batch
 
 _log = ThrottledLogger(logging.getLogger("spanlytics.spool"))
-
-
-@dataclass(frozen=True, slots=True)
-class Batch:
-    """One encoded request body for a destination."""
-
-    body: bytes
-    records: int
-    path: str = ""
-    content_type: str = "application/json"
-    batch_id: str = field(default_factory=lambda: uuid.uuid4().hex)
-    created: float = field(default_factory=time.time)
-
-
-def json_array_batches(
-    items: Iterable[bytes], max_records: int, max_bytes: int, path: str = ""
-) -> Iterator[Batch]:
-    """Encoded JSON values -> JSON-array batches of at most ``max_records`` values and, unless
-    a single value is larger, ``max_bytes`` bytes."""
-    batch: list[bytes] = []
-    size = 2  # the brackets
-    for item in items:
-        if batch and (len(batch) >= max_records or size + len(item) + 1 > max_bytes):
-            yield Batch(b"[" + b",".join(batch) + b"]", len(batch), path)
-            batch, size = [], 2
-        batch.append(item)
-        size += len(item) + 1
-    if batch:
-        yield Batch(b"[" + b",".join(batch) + b"]", len(batch), path)
 
 
 def default_spool_dir() -> str:

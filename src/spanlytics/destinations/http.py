@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from spanlytics._json import dumps
 from spanlytics._setting_fields import parse_bool, parse_csv, parse_optional_str, setting
+from spanlytics.delivery.batches import Batch, json_array_batches
 from spanlytics.delivery.settings import SenderSettings, header_problem
-from spanlytics.delivery.spool import Batch, json_array_batches
 from spanlytics.destinations.options import DestinationOptions
 from spanlytics.record import RequestRecord, record_fields
 

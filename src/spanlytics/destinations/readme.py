@@ -30,8 +30,8 @@ from urllib.parse import parse_qsl
 from spanlytics import __about__
 from spanlytics._json import dumps
 from spanlytics._setting_fields import parse_bool, parse_csv, parse_optional_str, setting
+from spanlytics.delivery.batches import Batch, json_array_batches
 from spanlytics.delivery.settings import SenderSettings
-from spanlytics.delivery.spool import Batch, json_array_batches
 from spanlytics.destinations.options import DestinationOptions
 from spanlytics.record import RequestRecord
 

@@ -22,9 +22,9 @@ from spanlytics import __about__, app_routes
 from spanlytics._json import dumps
 from spanlytics._process import reset_in_child
 from spanlytics._throttle import ThrottledLogger
+from spanlytics.delivery.batches import Batch
 from spanlytics.delivery.sender import Sender, retry_after_s
 from spanlytics.delivery.settings import SenderSettings
-from spanlytics.delivery.spool import Batch
 from spanlytics.destinations.apitally.aggregation import Aggregator
 from spanlytics.destinations.apitally.options import ApitallyOptions
 from spanlytics.destinations.apitally.request_log import (
