@@ -46,6 +46,7 @@ from harness_servers import (
     free_port,
     gunicorn_command,
     running_server,
+    settled_cpu_sample,
     uvicorn_command,
 )
 from harness_tables import framework_table, summarize
@@ -155,13 +156,19 @@ class Bench:
         with running_server(command, env, run_dir / "server.log") as server:
             if s.warmup > 0:
                 run_wrk(self.wrk, url, self.script, s.warmup, s.threads, s.connections)
+            before = settled_cpu_sample(server.proc.pid)
             with RssSampler(server.worker_pid()) as rss:
                 load = run_wrk(self.wrk, url, self.script, s.duration, s.threads, s.connections)
+            used = settled_cpu_sample(server.proc.pid) - before
         sent = self.stub.stats()
         shutil.rmtree(run_dir, ignore_errors=True)
         return {
             "round": round_no + 1,
             **load.__dict__,
+            # every process of the server, and our threads in them; idle time before and
+            # after the load is a few ms, spread over tens of thousands of requests
+            "cpu_us_per_request": used.total_s * 1e6 / max(load.requests, 1),
+            "ours_us_per_request": used.ours_s * 1e6 / max(load.requests, 1),
             "rss_samples_mb": rss.samples,
             **rss.summary(),
             "sent_requests": sent["requests"],

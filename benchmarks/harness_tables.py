@@ -24,6 +24,9 @@ COLUMNS = (
     ("min-max", "---:"),
     ("vs bare", "---:"),
     ("vs otel", "---:"),
+    ("CPU µs/req", "---:"),
+    ("added µs", "---:"),
+    ("ours µs", "---:"),
     ("p50 ms", "---:"),
     ("p99 ms", "---:"),
     ("RSS MB", "---:"),
@@ -58,10 +61,18 @@ def summarize(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "rss_last_mb": median("rss_last_mb"),
         "rss_growth_mb": max(float(r["rss_growth_mb"]) for r in runs),
         "rss_growing": any(rss_growing(r) for r in runs),
+        # runs saved before CPU was measured have none: NaN, shown as "-"
+        "cpu_us": median_of(runs, "cpu_us_per_request"),
+        "ours_us": median_of(runs, "ours_us_per_request"),
         "sent_kb": median("sent_bytes") / 1024,
         "non_2xx": sum(int(r["non_2xx"]) for r in runs),
         "socket_errors": sum(int(r["socket_errors"]) for r in runs),
     }
+
+
+def median_of(runs: Sequence[dict[str, Any]], key: str) -> float:
+    values = [float(r[key]) for r in runs if key in r]
+    return float(statistics.median(values)) if values else math.nan
 
 
 def ratio(value: float, base: float | None) -> str:
@@ -72,7 +83,16 @@ def number(value: float, digits: int = 2) -> str:
     return "-" if math.isnan(value) else f"{value:,.{digits}f}"
 
 
-def row(result: dict[str, Any], bare: float | None, otel: float | None) -> list[str]:
+def added(cpu_us: float, otel_cpu_us: float | None) -> str:
+    """CPU per request beyond the same app under OpenTelemetry alone."""
+    if otel_cpu_us is None or math.isnan(cpu_us) or math.isnan(otel_cpu_us):
+        return "-"
+    return f"{cpu_us - otel_cpu_us:+,.0f}"
+
+
+def row(
+    result: dict[str, Any], bare: float | None, otel: float | None, otel_cpu: float | None = None
+) -> list[str]:
     name = result["variant"]
     if result["status"] != "ok":
         return [name, f"{result['status']}: {result['reason']}", *[""] * (len(COLUMNS) - 2)]
@@ -84,6 +104,9 @@ def row(result: dict[str, Any], bare: float | None, otel: float | None) -> list[
         f"{s['rps_min']:,.0f}-{s['rps_max']:,.0f}",
         ratio(s["rps_median"], bare),
         ratio(s["rps_median"], otel),
+        number(s.get("cpu_us", math.nan), 0),
+        added(s.get("cpu_us", math.nan), otel_cpu),
+        number(s.get("ours_us", math.nan), 0),
         number(s["p50_ms"]),
         number(s["p99_ms"]),
         number(s["rss_median_mb"], 1),
@@ -93,10 +116,11 @@ def row(result: dict[str, Any], bare: float | None, otel: float | None) -> list[
     ]
 
 
-def baseline(results: Sequence[dict[str, Any]], name: str) -> float | None:
+def baseline(results: Sequence[dict[str, Any]], name: str, key: str = "rps_median") -> float | None:
     for result in results:
         if result["variant"] == name and result["status"] == "ok":
-            return float(result["summary"]["rps_median"])
+            value = float(result["summary"].get(key, math.nan))
+            return None if math.isnan(value) else value
     return None
 
 
@@ -104,17 +128,20 @@ def framework_table(framework: str, results: Sequence[dict[str, Any]], settings:
     """One framework's markdown: a heading naming the load, the table, then notes."""
     shown = [r for r in results if r["status"] != "unsupported"]
     bare, otel = baseline(shown, "bare"), baseline(shown, "otel")
+    otel_cpu = baseline(shown, "otel", "cpu_us")
     endpoint = "POST /items, 1 KB JSON body" if settings["endpoint"] == "post" else "GET /items/1, ~1 KB JSON"
     lines = [
         f"### {framework} ({SERVERS[framework]}): {endpoint}",
         "",
         f"wrk -t{settings['threads']} -c{settings['connections']}, {settings['rounds']} round(s) of "
-        f"{settings['duration']} s, medians over rounds",
+        f"{settings['duration']} s, medians over rounds. CPU µs/req: every process of the server "
+        "(app, OpenTelemetry, our threads) per request served, its queued work included; added µs: "
+        "beyond the otel variant; ours µs: the threads named spanlytics-*.",
         "",
         "| " + " | ".join(c for c, _ in COLUMNS) + " |",
         "| " + " | ".join(a for _, a in COLUMNS) + " |",
     ]
-    lines += ["| " + " | ".join(row(r, bare, otel)) + " |" for r in shown]
+    lines += ["| " + " | ".join(row(r, bare, otel, otel_cpu)) + " |" for r in shown]
     lines += notes(results)
     return "\n".join(lines) + "\n"
 

@@ -7,6 +7,8 @@ import os
 import queue
 import threading
 from collections.abc import Callable, Iterator
+from contextlib import suppress
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -195,3 +197,23 @@ def test_a_forked_child_gets_its_own_thread(
     report = json.loads(os.read(read, 1000))
     os.close(read)
     assert report == {"started": restart_in_child, "ticked": True, "threads": 1}
+
+
+def test_the_thread_carries_its_name_at_the_os_level() -> None:
+    """``top -H`` and /proc show spanlytics' threads by name (the harness counts their CPU so)."""
+    ran = threading.Event()
+
+    def tick() -> None:
+        ran.set()
+
+    worker = BackgroundWorker("spanlytics-test-name", tick, interval_s=3600.0)
+    worker.wake()
+    try:
+        assert ran.wait(5.0)
+        names = set()
+        for task in Path("/proc/self/task").iterdir():
+            with suppress(OSError):  # another test's thread may end meanwhile
+                names.add((task / "comm").read_text().strip())
+        assert "spanlytics-test" in names  # the first 15 bytes, as Linux keeps them
+    finally:
+        assert worker.stop(5.0)
