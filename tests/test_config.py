@@ -21,7 +21,7 @@ from spanlytics.masking import Masker, MaskingRules
 from spanlytics.masking.configured import masking_rules
 from spanlytics.pipeline import masker_and_consumers
 from spanlytics.record import ExceptionInfo
-from tests.test_masking_leaks import make_record
+from tests.support.records import make_record
 
 SECRET_LOOKING = "tok-7Qx2vR9w"
 
@@ -380,7 +380,7 @@ def test_configure_reads_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_pa
     monkeypatch.setenv("SPANLYTICS_ENABLED", "false")
     provider = TracerProvider()
     assert spanlytics.configure(tracer_provider=provider) is None
-    assert capture_options.process_options().enabled is False
+    assert capture_options.PROCESS_CAPTURE.options().enabled is False
     assert (
         spanlytics.configure(tracer_provider=provider, enabled=True, local_path=str(tmp_path / "a.db"))
         is not None

@@ -28,30 +28,11 @@ from spanlytics.masking import (
 )
 from spanlytics.masking import verdicts as masking_verdicts
 from spanlytics.record import ExceptionInfo, MaskedField, RequestRecord
+from tests.support.records import make_record
 
 SECRET = "S3CR3Tdeadbeef0042"
 FIELD_RE = re.compile(DEFAULT_FIELD_PATTERN, re.I)
 HEADER_RE = re.compile(DEFAULT_HEADER_PATTERN, re.I)
-
-
-def make_record(**overrides: Any) -> RequestRecord:
-    values: dict[str, Any] = {
-        "record_id": "r1",
-        "trace_id": "0" * 32,
-        "span_id": "0" * 16,
-        "start_time_ns": 1,
-        "duration_ms": 1.0,
-        "method": "POST",
-        "route": "/items",
-        "path": "/items",
-        "url": "http://api.test/items",
-        "query": "",
-        "status": 200,
-    }
-    values.update(overrides)
-    if values["query"] and "url" not in overrides:
-        values["url"] = f"http://api.test/items?{values['query']}"
-    return RequestRecord(**values)
 
 
 def dump(record: RequestRecord) -> str:

@@ -15,7 +15,8 @@ from spanlytics.consumer import Consumer, ConsumerSources, hash_identifier
 from spanlytics.destinations.readme import NOT_VALID_UTF8, ReadmeEncoder
 from spanlytics.masking import DEFAULT_FIELD_PATTERN, Masker, MaskingRules
 from spanlytics.pipeline import masker_and_consumers
-from spanlytics.record import ExceptionInfo, MaskedField, RequestRecord, body_text
+from spanlytics.record import ExceptionInfo, MaskedField, body_text
+from tests.support.records import make_record
 
 SECRET = "S3CR3Tdeadbeef0042"
 JWT = (
@@ -24,24 +25,6 @@ JWT = (
     ".SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c"
 )
 FIELD_RE = re.compile(DEFAULT_FIELD_PATTERN, re.I)
-
-
-def make_record(**overrides: Any) -> RequestRecord:
-    values: dict[str, Any] = {
-        "record_id": "r1",
-        "trace_id": "0" * 32,
-        "span_id": "0" * 16,
-        "start_time_ns": 1,
-        "duration_ms": 1.0,
-        "method": "POST",
-        "route": "/items",
-        "path": "/items",
-        "url": "http://api.test/items",
-        "query": "",
-        "status": 200,
-    }
-    values.update(overrides)
-    return RequestRecord(**values)
 
 
 def masked_body(text: str, content_type: str | None = "application/json") -> str:

@@ -113,6 +113,14 @@ class ProcessCapture:
         self._options = options
 
     def defer(self, setup: Callable[[], None]) -> None:
+        """Run ``setup`` when the first request reaches a capture middleware, after any set-up
+        deferred before it.
+
+        The zero-code hook uses it when no SDK TracerProvider exists yet at start-up: the app
+        may still set its own, and spanlytics must attach to that one, not pre-empt it. The
+        ASGI internal-spans choice waits for it too, since it depends on the provider's
+        processors (a server's lifespan start builds the middleware stack before any request).
+        """
         with self._lock:
             self.deferred = (*self.deferred, setup)
 
@@ -148,28 +156,3 @@ class ProcessCapture:
 
 PROCESS_CAPTURE = ProcessCapture()
 on_reset(PROCESS_CAPTURE.reset)
-
-
-def process_options() -> CaptureOptions:
-    """The process-wide options (resolved from the environment on first use)."""
-    return PROCESS_CAPTURE.options()
-
-
-def set_process_options(options: CaptureOptions) -> None:
-    PROCESS_CAPTURE.set_options(options)
-
-
-def defer_until_first_request(setup: Callable[[], None]) -> None:
-    """Run ``setup`` when the first request reaches a capture middleware, after any set-up
-    deferred before it.
-
-    The zero-code hook uses it when no SDK TracerProvider exists yet at start-up: the app
-    may still set its own, and spanlytics must attach to that one, not pre-empt it. The
-    ASGI internal-spans choice waits for it too, since it depends on the provider's
-    processors (a server's lifespan start builds the middleware stack before any request).
-    """
-    PROCESS_CAPTURE.defer(setup)
-
-
-def run_deferred_setup() -> None:
-    PROCESS_CAPTURE.run_deferred()

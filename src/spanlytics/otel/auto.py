@@ -36,13 +36,7 @@ from spanlytics._process import on_reset
 from spanlytics._throttle import ThrottledLogger
 from spanlytics.app_routes import register_app
 from spanlytics.capture.asgi import capture_asgi
-from spanlytics.capture.options import (
-    CaptureOptions,
-    defer_until_first_request,
-    process_options,
-    run_deferred_setup,
-    set_process_options,
-)
+from spanlytics.capture.options import PROCESS_CAPTURE, CaptureOptions
 from spanlytics.capture.wsgi import capture_wsgi
 from spanlytics.config import Settings
 from spanlytics.otel.instrument import OTEL_APPLIED_MARK, apply_internal_spans_choice
@@ -94,11 +88,13 @@ class SpanlyticsInstrumentor(BaseInstrumentor):  # type: ignore[misc]
                         # request, once a deferred set-up has attached spanlytics
                         stack = self.build_middleware_stack()
                         self.middleware_stack = stack
-                        defer_until_first_request(
-                            lambda: apply_internal_spans_choice(stack, process_options().internal_spans)
+                        PROCESS_CAPTURE.defer(
+                            lambda: apply_internal_spans_choice(
+                                stack, PROCESS_CAPTURE.options().internal_spans
+                            )
                         )
                         if scope.get("type") == "http":  # the capture already ran earlier set-ups
-                            run_deferred_setup()
+                            PROCESS_CAPTURE.run_deferred()
                     await original_asgi(self, scope, receive, send)
 
                 await capture_asgi(app, scope, receive, send)
@@ -153,16 +149,16 @@ def post_instrument(**kwargs: Any) -> None:
     try:
         settings = Settings.resolve()
         if not selected():
-            set_process_options(CaptureOptions(enabled=False))
+            PROCESS_CAPTURE.set_options(CaptureOptions(enabled=False))
             return
-        set_process_options(CaptureOptions.from_settings(settings))
+        PROCESS_CAPTURE.set_options(CaptureOptions.from_settings(settings))
         from spanlytics.otel.configure import install_sigterm_flush
 
         install_sigterm_flush()  # now, on the main thread: a deferred set-up runs on a worker
         if isinstance(trace.get_tracer_provider(), TracerProvider):
             _attach_to_global(settings)
         else:
-            defer_until_first_request(lambda: _attach_to_global(settings))
+            PROCESS_CAPTURE.defer(lambda: _attach_to_global(settings))
     except Exception as exc:  # a broken set-up must never stop the app from starting
         _log.failure("auto.post_instrument", "spanlytics zero-code set-up failed", exc)
 

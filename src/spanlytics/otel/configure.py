@@ -24,7 +24,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 
 from spanlytics._process import on_reset, reset_process
-from spanlytics.capture.options import CaptureOptions, set_process_options
+from spanlytics.capture.options import PROCESS_CAPTURE, CaptureOptions
 from spanlytics.config import Settings
 from spanlytics.otel.exporter import SpanlyticsExporter
 from spanlytics.otel.processor import SpanlyticsProcessor
@@ -148,7 +148,7 @@ def configure(
     existing = _installed.get(provider) if provider is not None else None
     if existing is not None:
         return existing  # keep the options of the set-up that is already running
-    set_process_options(CaptureOptions.from_settings(resolved))
+    PROCESS_CAPTURE.set_options(CaptureOptions.from_settings(resolved))
     if provider is None:
         return None
     return attach(provider, resolved)
