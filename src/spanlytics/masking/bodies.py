@@ -7,13 +7,17 @@ from __future__ import annotations
 
 import json
 import re
+from bisect import bisect_right
+from collections.abc import Iterable
+from itertools import accumulate
 from typing import Any
 from urllib.parse import quote, quote_plus, unquote_plus
 
 from spanlytics._json import dumps_text, loads_text, may_have_rounded, stdlib_dumps_text
 from spanlytics.masking import json_scan
-from spanlytics.masking.rules import FAILED
-from spanlytics.masking.verdicts import RuleBook, log
+from spanlytics.masking.rules import FAILED, NEEDLE_OR_CREDENTIAL_SCAN
+from spanlytics.masking.text import CARD_HINT, IBAN_HINT
+from spanlytics.masking.verdicts import SHORT_TEXT, RuleBook, log
 from spanlytics.record import MaskedField
 
 _OMITTED = re.compile(r"\[body omitted: [^\]]*\]")
@@ -22,6 +26,11 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 # ("=", ":", "<"), a space before credentials ("Bearer x"), or a long token (a JWT, a key).
 _VALUE_SHAPE = re.compile(r"[=:<]|[A-Za-z][ \t]+[A-Za-z0-9\-._~+/]{8}|[A-Za-z0-9+/=_\-.~]{16}|\d{4}[ -]\d{4}")
 _QUERY_SAFE = ";=:,/"
+_MIN_TEXT = 8  # shorter string values hold no credential the free-text rules would find
+
+_Later = tuple[Any, "str | int", str, int]
+"""A string value to check as free text: its container, key or index, the container's path,
+and how many masks the walk had found when it met it."""
 
 
 def unique(masks: list[MaskedField]) -> list[MaskedField]:
@@ -88,8 +97,8 @@ class BodyMasker(RuleBook):
         lead, json_text = json_scan.split_prefix(text)
         looks_json = json_text[:1] in ("{", "[")
         if is_json or looks_json:
-            if not self._may_match(text, credentials=True):
-                return text, []
+            # Parsing first: the parser and the walk (names by cached verdicts, string values
+            # scanned together) cost less than one scan of the whole text would.
             masks: list[MaskedField] = []
             if looks_json:
                 try:
@@ -101,8 +110,10 @@ class BodyMasker(RuleBook):
                         return lead + out, masks
                     # parsed and clean: keep the text only if it holds no more keys than the
                     # parser saw (a duplicate key can hide an earlier secret from the parser)
-                    if json_scan.key_count(json_text) == keys:
+                    if json_scan.holds_keys(json_text, keys):
                         return text, []
+            if not self._may_match(text, credentials=True):
+                return text, []
             out, masks, saw_keys = json_scan.scan_json(text, prefix, self._field_rule, self._decide)
             if saw_keys or is_json:
                 out, found = self._mask_text(out, prefix)
@@ -138,23 +149,35 @@ class BodyMasker(RuleBook):
         """Mask ``node`` (fresh from json.loads, so ours to change) in place; ``keys[0]``
         counts the keys seen.
 
-        json.loads only makes plain dicts, lists and scalars, so exact ``type`` checks are
-        safe; this runs for every key of every masked body, so it stays lean.
+        Names are checked during the walk; string values that may hold a credential or a
+        ``name=value`` pair are collected and checked together afterwards
+        (:meth:`_mask_strings`), with the masks they add put back in walk order.
         """
+        later: list[_Later] = []
+        self._walk_node(node, path, masks, keys, later)
+        if later:
+            self._mask_strings(later, masks)
+
+    def _walk_node(
+        self, node: object, path: str, masks: list[MaskedField], keys: list[int], later: list[_Later]
+    ) -> None:
+        """json.loads only makes plain dicts, lists and scalars, so exact ``type`` checks are
+        safe; this runs for every key of every masked body, so it stays lean."""
         if type(node) is dict:
-            self._walk_object(node, path, masks, keys)
+            self._walk_object(node, path, masks, keys, later)
         elif type(node) is list:
             for index, value in enumerate(node):
                 kind = type(value)
                 if kind is dict or kind is list:
-                    self._walk(value, f"{path}[{index}]", masks, keys)
-                elif kind is str:
-                    inner = self._string_value(value, f"{path}[{index}]", masks, keys)
-                    if inner is not None:
-                        node[index] = inner
+                    self._walk_node(value, f"{path}[{index}]", masks, keys, later)
+                elif kind is str and value:
+                    if value[0] in "{[" and self._json_string(node, index, f"{path}[{index}]", masks, keys):
+                        continue
+                    if len(value) >= _MIN_TEXT:
+                        later.append((node, index, path, len(masks)))
 
     def _walk_object(
-        self, node: dict[str, Any], path: str, masks: list[MaskedField], keys: list[int]
+        self, node: dict[str, Any], path: str, masks: list[MaskedField], keys: list[int], later: list[_Later]
     ) -> None:
         keys[0] += len(node)
         cache = self._field_cache
@@ -173,47 +196,75 @@ class BodyMasker(RuleBook):
                     continue
             kind = type(value)
             if kind is dict or kind is list:  # KEEP on a container still masks inside it
-                self._walk(value, f"{path}.{key}", masks, keys)
-            elif kind is str:
-                inner = self._string_value(value, f"{path}.{key}", masks, keys)
-                if inner is not None:
-                    node[key] = inner
+                self._walk_node(value, f"{path}.{key}", masks, keys, later)
+            elif kind is str and value:
+                if value[0] in "{[" and self._json_string(node, key, f"{path}.{key}", masks, keys):
+                    continue
+                if len(value) >= _MIN_TEXT:
+                    later.append((node, key, path, len(masks)))
         if "input" in node and type(node.get("loc")) is list:
             self._validation_input(node, path, masks)
 
-    def _string_value(self, value: str, path: str, masks: list[MaskedField], keys: list[int]) -> str | None:
-        """A string value masked inside (JSON sent as a string, or free text that holds a
-        credential), or None when it stays."""
-        if value[:1] in ("{", "["):  # JSON sent as a string
-            try:
-                inner_masks: list[MaskedField] = []
-                parsed = loads_text(value)
-            except (ValueError, RecursionError):
-                pass
-            else:
-                try:
-                    self._walk(parsed, path, inner_masks, keys)
-                except RecursionError:
-                    inner_masks = []
-                else:
-                    if not inner_masks:
-                        return None
-                    masks += inner_masks
-                    out = dumps_text(parsed)
-                    if may_have_rounded(out) or _SURROGATE.search(out):
-                        return self._json_in_string_exact(value, path, masks)
-                    return out
-        if (
-            len(value) < 8
-            or _VALUE_SHAPE.search(value) is None
-            or not self._may_match(value, credentials=True)
-        ):
-            return None
-        out, found = self._mask_text(value, path)
-        if not found:
-            return None
-        masks += found
-        return out
+    def _json_string(
+        self, node: Any, slot: str | int, path: str, masks: list[MaskedField], keys: list[int]
+    ) -> bool:
+        """JSON sent as a string (``node[slot]``): masked inside and written back. False when
+        it does not parse, so that it is checked as free text instead."""
+        value: str = node[slot]
+        try:
+            parsed = loads_text(value)
+        except (ValueError, RecursionError):
+            return False
+        inner_masks: list[MaskedField] = []
+        try:
+            self._walk(parsed, path, inner_masks, keys)
+        except RecursionError:  # too deep to walk: checked as free text instead
+            return False
+        if inner_masks:
+            masks += inner_masks
+            out = dumps_text(parsed)
+            if may_have_rounded(out) or _SURROGATE.search(out):
+                replaced = self._json_in_string_exact(value, path, masks)
+                if replaced is None:
+                    return True
+                out = replaced
+            node[slot] = out
+        return True
+
+    def _mask_strings(self, later: list[_Later], masks: list[MaskedField]) -> None:
+        """Free-text masking of the string values the walk collected (each at least
+        :data:`_MIN_TEXT` long): one scan of all of them picks those the per-value fast path
+        could let through, and only those are checked one by one, exactly as alone."""
+        values = [node[slot] for node, slot, _, _ in later]
+        inserts: list[tuple[int, list[MaskedField]]] = []
+        for i in self._may_match_some(values):
+            value = values[i]
+            if _VALUE_SHAPE.search(value) is None or not self._may_match(value, credentials=True):
+                continue
+            node, slot, parent, at = later[i]
+            path = f"{parent}[{slot}]" if type(slot) is int else f"{parent}.{slot}"
+            out, found = self._mask_text(value, path)
+            if found:
+                node[slot] = out
+                inserts.append((at, found))
+        for at, found in reversed(inserts):  # where the walk met them
+            masks[at:at] = found
+
+    def _may_match_some(self, values: list[str]) -> Iterable[int]:
+        """The indexes of ``values`` for which :meth:`_may_match` (with credentials) may be
+        True: a superset, found with one scan of them all joined by newlines (no rule of the
+        fast path spans a newline, and each is a plain search with no anchors)."""
+        joined = "\n".join(values)
+        custom = self._no_fast_path or self._field_custom is not None
+        if custom or not joined.isascii() or self._escape in joined:
+            return range(len(values))  # the rare cases: each value on its own, as before
+        hits = _hits(NEEDLE_OR_CREDENTIAL_SCAN, joined.lower(), values)
+        hits.update(_hits(CARD_HINT, joined, values))
+        short = [i for i, value in enumerate(values) if len(value) <= SHORT_TEXT]  # IBANs: values only
+        if short:
+            picked = [values[i] for i in short]
+            hits.update(short[i] for i in _hits(IBAN_HINT, "\n".join(picked), picked))
+        return sorted(hits)
 
     def _json_in_string_exact(self, value: str, path: str, masks: list[MaskedField]) -> str | None:
         try:
@@ -242,3 +293,12 @@ class BodyMasker(RuleBook):
     def _scan_json(self, text: str, prefix: str) -> tuple[str, list[MaskedField], bool]:
         """The tolerant token scanner (see :func:`spanlytics.masking.json_scan.scan_json`)."""
         return json_scan.scan_json(text, prefix, self._field_rule, self._decide)
+
+
+def _hits(pattern: re.Pattern[str], joined: str, values: list[str]) -> set[int]:
+    """The indexes of ``values`` (joined by newlines into ``joined``) where ``pattern`` matches."""
+    found = [m.start() for m in pattern.finditer(joined)]
+    if not found:
+        return set()
+    starts = list(accumulate((len(v) + 1 for v in values[:-1]), initial=0))
+    return {bisect_right(starts, at) - 1 for at in found}

@@ -27,6 +27,7 @@ _JSON_TOKEN = re.compile(
 _STRUCTURE = re.compile(r"[{}\[\],]|[^{}\[\],:](?=:)")  # one character per token: keys and structure
 _DEPTH = {"{": 1, "[": 1, "}": -1, "]": -1}
 _KEY_COLON = re.compile(r'"\s*:')
+_QUOTE_SPACE = re.compile(r'"\s')
 # What some servers put before a JSON body: a byte-order mark, Angular's and Google's
 # anti-XSSI prefixes (")]}'", "while(1);", "for(;;);").
 _JSON_PREFIX = re.compile(r"\ufeff?(?:\)\]\}',?|while\(1\);|for\(;;\);)?\s*")
@@ -51,6 +52,14 @@ def split_prefix(text: str) -> tuple[str, str]:
 def key_count(text: str) -> int:
     """An upper bound of the number of keys in a JSON text (a ``"`` before a ``:``)."""
     return len(_KEY_COLON.findall(text))
+
+
+def holds_keys(text: str, keys: int) -> bool:
+    """Whether :func:`key_count` of ``text`` is ``keys``; without the regex when no ``"`` is
+    followed by whitespace (compact JSON, and most of what ``json.dumps`` writes)."""
+    if _QUOTE_SPACE.search(text) is not None:
+        return key_count(text) == keys
+    return text.count('":') == keys
 
 
 def _frames_path(prefix: str, stack: list[str | int | None]) -> str:

@@ -90,7 +90,7 @@ def _looks_random(word: str) -> bool:
 
 CARD_HINT = re.compile(r"[2-6]\d{3}[ -]?\d{4}[ -]?\d{4}")
 """Where a card number may start (for the fast path)."""
-IBAN_HINT = re.compile(r"[A-Z]{2}\d{2} ?[A-Z0-9]{4}")
+IBAN_HINT = re.compile(r"[A-Z][A-Z]\d\d ?[A-Z0-9]{4}")  # spelled out: a leading class is scanned fast
 """Where an IBAN may start: four times slower to look for than a card number, so the fast
 path looks for it only in short texts (values); longer ones need a sensitive name."""
 
