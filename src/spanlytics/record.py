@@ -152,10 +152,10 @@ _public_values = operator.attrgetter(*_PUBLIC_FIELDS)
 
 _Draft = make_dataclass("_Draft", [(name, Any) for name in _RECORD_FIELDS], slots=True)
 """A mutable twin of :class:`RequestRecord` (same slots, same order). A frozen dataclass's
-``__init__`` sets each of its 31 fields through ``object.__setattr__``; a draft's plain
-attribute stores cost a fraction of that, and a filled draft then *becomes* the record
-(``__class__`` assignment between classes of one layout): a few times faster, and this runs
-two or three times for every record."""
+``__init__`` sets each field through ``object.__setattr__``; a draft's plain attribute
+stores cost a fraction of that, and a filled draft then *becomes* the record (``__class__``
+assignment between classes of one layout). This runs two or three times for every record.
+RequestRecord has no ``__post_init__``: one added later would have to run here too."""
 _draft_slots: dict[str, Any] = {name: getattr(_Draft, name) for name in _RECORD_FIELDS}
 
 
