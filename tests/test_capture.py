@@ -403,3 +403,14 @@ def test_instrument_app_without_the_framework_extra_says_what_to_install(
         app = Flask(__name__)
     with pytest.raises(ImportError, match=rf"pip install 'spanlytics\[{framework}\]'"):
         instrument_app(app)
+
+
+def test_snapshot_fills_every_field_of_the_captured_request() -> None:
+    # snapshot builds the named tuple directly, bypassing its __new__: one value per field.
+    from spanlytics.capture.snapshot import CapturedRequest
+
+    capture = Capture("GET", "/x", "a=1", "http", (("host", "h"),), bodies=True, limit=8)
+    capture.baggage_consumer = "from-baggage"
+    snapshot = capture.snapshot()
+    assert type(snapshot) is CapturedRequest and len(snapshot) == len(CapturedRequest._fields)
+    assert snapshot.baggage_consumer == "from-baggage" and snapshot.header("host") == "h"

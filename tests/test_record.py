@@ -300,3 +300,43 @@ def test_scheme_from_the_capture_decides_the_default_port() -> None:
     record = from_span(make_span(attrs), captured)
     assert record is not None and record.url == "https://api.example.com/items/7"
     assert isinstance(captured, CapturedRequest)
+
+
+def test_a_capture_without_a_value_falls_back_to_the_span() -> None:
+    capture = Capture("", "", "", "", (), bodies=False, limit=0)
+    record = from_span(make_span(OLD), capture.snapshot())
+    assert record is not None
+    assert (record.method, record.path, record.query, record.scheme) == ("POST", "/items/7", "", "http")
+    assert (record.status, record.http_version, record.client_ip) == (201, "1.1", "10.1.2.3")
+    assert record.user_agent == "curl/8" and record.host == "api.example.com:8080"
+    assert record.request_body is None and record.response_body is None
+    assert record.request_headers == () and record.request_content_type is None
+
+
+def test_from_span_gives_a_true_frozen_record() -> None:
+    # from_span fills a mutable twin and turns it into the record once; the result must be
+    # indistinguishable from one built through RequestRecord's own __init__.
+    import dataclasses
+
+    from spanlytics.record import RequestRecord, record_fields, replace_record
+
+    record = from_span(make_span(STABLE), _finished_capture().snapshot(), consumer=Consumer("c-1"))
+    assert type(record) is RequestRecord
+    rebuilt = RequestRecord(**record_fields(record), annotations=record.annotations)
+    assert rebuilt == record and hash(rebuilt) == hash(record) and repr(rebuilt) == repr(record)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        record.status = 500  # type: ignore[misc]
+    changed = replace_record(record, status=500)
+    assert type(changed) is RequestRecord and changed == dataclasses.replace(record, status=500)
+    assert record.status == 418
+    with pytest.raises(KeyError):
+        replace_record(record, stauts=500)
+
+
+def test_record_ids_ascend_within_a_process() -> None:
+    # Ascending ids keep the local store's primary-key index appending in one place.
+    from spanlytics.record import new_record_id
+
+    ids = [new_record_id() for _ in range(300)]
+    assert ids == sorted(ids) and len(set(ids)) == 300
+    assert len({i[:-10] for i in ids}) == 1

@@ -29,6 +29,8 @@ if TYPE_CHECKING:
 
 Headers: TypeAlias = tuple[tuple[str, str], ...]
 
+_new_tuple = tuple.__new__
+
 _current: contextvars.ContextVar[Capture | None] = contextvars.ContextVar("spanlytics_capture", default=None)
 
 
@@ -196,29 +198,34 @@ class Capture:
         is still streaming (a parked span whose wait expired) cannot change it afterwards.
         """
         bodies = self.bodies
-        return CapturedRequest(  # positional, in field order: keywords are slower to pass
-            self.method,
-            self.path,
-            self.query,
-            self.scheme,
-            self.request_headers,
-            self.response_headers,
-            self.status,
-            self.route,
-            self.client_ip,
-            self.http_version,
-            bodies,
-            bytes(self.request_body) if bodies else b"",
-            bytes(self.response_body) if bodies else b"",
-            self.request_size,
-            self.response_size,
-            self.request_truncated,
-            self.response_truncated,
-            self.end_time_ns,
-            self.explicit_consumer,
-            self.callback_consumer,
-            self.state_consumer,
-            self.baggage_consumer,
+        # The tuple itself, in field order: the named tuple's own __new__ is a Python
+        # function taking its fields as arguments, several times slower.
+        return _new_tuple(
+            CapturedRequest,
+            (
+                self.method,
+                self.path,
+                self.query,
+                self.scheme,
+                self.request_headers,
+                self.response_headers,
+                self.status,
+                self.route,
+                self.client_ip,
+                self.http_version,
+                bodies,
+                bytes(self.request_body) if bodies else b"",
+                bytes(self.response_body) if bodies else b"",
+                self.request_size,
+                self.response_size,
+                self.request_truncated,
+                self.response_truncated,
+                self.end_time_ns,
+                self.explicit_consumer,
+                self.callback_consumer,
+                self.state_consumer,
+                self.baggage_consumer,
+            ),
         )
 
 

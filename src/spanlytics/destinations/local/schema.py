@@ -79,7 +79,7 @@ class SchemaError(Exception):
 
 
 def _json(pairs: Sequence[tuple[str, str]]) -> str:
-    return dumps(pairs).decode("utf-8")
+    return dumps(pairs).decode("utf-8") if pairs else "[]"
 
 
 def to_row(r: RequestRecord) -> tuple[object, ...]:

@@ -173,15 +173,16 @@ class LocalStore:
         a background thread that gives it up waits for it again (up to the switch interval)
         while the app's thread runs. One step per chunk keeps the worker's pace under load."""
         per = _rows_per_statement(conn)
-        rows = [to_row(r) for r in records]
-        start = 0
-        while start < len(rows):
+        start, total = 0, len(records)
+        while start < total:
             # Full statements, then the rest in powers of two: sqlite3 caches every distinct
             # statement it prepares, and one per batch length held megabytes that never left.
-            left = len(rows) - start
+            left = total - start
             size = per if left >= per else 1 << (left.bit_length() - 1)
-            chunk = rows[start : start + size]
-            conn.execute(_insert_many(size), [v for row in chunk for v in row])
+            params: list[object] = []
+            for record in records[start : start + size]:
+                params += to_row(record)  # one flat list, no row tuple kept alive
+            conn.execute(_insert_many(size), params)
             start += size
 
     def _connection(self) -> sqlite3.Connection:
