@@ -13,8 +13,13 @@ reached the stub. Peers run in their own throwaway venvs (``harness_peers.py``).
     .venv/bin/python benchmarks/harness.py --rounds 3 --duration 10
     .venv/bin/python benchmarks/harness.py --frameworks flask --variants bare,otel,spanlytics-local,readme
     .venv/bin/python benchmarks/harness.py --endpoint get --json results.json
+    .venv/bin/python benchmarks/harness.py --from-json results.json --summary
 
-The markdown goes to stdout, progress to stderr, every raw number to ``--json``.
+Each variant is compared with the OpenTelemetry-alone variant of the same OTel set-up, which
+its server reports (``BENCH_CONFIG_OUT``, see ``apps/common.py``); the harness adds those
+baselines when spanlytics variants are requested. The markdown goes to stdout (``--summary``:
+one compact table for the project README), progress to stderr, every raw number to
+``--json``, which ``--from-json`` renders again without running anything.
 """
 
 from __future__ import annotations
