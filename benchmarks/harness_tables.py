@@ -91,8 +91,7 @@ def reported_config(runs: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
     configs = [r["otel_config"] for r in runs if r.get("otel_config") is not None]
     if not configs or any(c != configs[0] for c in configs):
         return None
-    config: dict[str, Any] = configs[0]
-    return config
+    return dict(configs[0])
 
 
 def same_config_baseline(result: dict[str, Any]) -> str | None:
@@ -119,8 +118,7 @@ def ok_summary(results: Sequence[dict[str, Any]], name: str | None) -> dict[str,
     """The summary of the variant ``name`` if it ran."""
     for result in results:
         if result["variant"] == name and result["status"] == "ok":
-            summary: dict[str, Any] = result["summary"]
-            return summary
+            return dict(result["summary"])
     return None
 
 
