@@ -13,8 +13,13 @@ reached the stub. Peers run in their own throwaway venvs (``harness_peers.py``).
     .venv/bin/python benchmarks/harness.py --rounds 3 --duration 10
     .venv/bin/python benchmarks/harness.py --frameworks flask --variants bare,otel,spanlytics-local,readme
     .venv/bin/python benchmarks/harness.py --endpoint get --json results.json
+    .venv/bin/python benchmarks/harness.py --from-json results.json --summary
 
-The markdown goes to stdout, progress to stderr, every raw number to ``--json``.
+Each variant is compared with the OpenTelemetry-alone variant of the same OTel set-up, which
+its server reports (``BENCH_CONFIG_OUT``, see ``apps/common.py``); the harness adds those
+baselines when spanlytics variants are requested. The markdown goes to stdout (``--summary``:
+one compact table for the project README), progress to stderr, every raw number to
+``--json``, which ``--from-json`` renders again without running anything.
 """
 
 from __future__ import annotations
@@ -49,8 +54,17 @@ from harness_servers import (
     settled_cpu_sample,
     uvicorn_command,
 )
-from harness_tables import framework_table, summarize
-from harness_variants import ASGI, FRAMEWORKS, VARIANTS, Variant, app_module, server_environment
+from harness_tables import render, reported_config, summarize
+from harness_variants import (
+    ASGI,
+    CONFIG_FILE,
+    FRAMEWORKS,
+    VARIANTS,
+    Variant,
+    app_module,
+    server_environment,
+    with_baselines,
+)
 from harness_wrk import PATHS, ensure_wrk, run_wrk, write_script, wrk_version
 
 Result = dict[str, Any]
@@ -66,9 +80,11 @@ class Settings:
     connections: int
     frameworks: tuple[str, ...]
     variants: tuple[str, ...]
+    baselines_added: tuple[str, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
-        return {**self.__dict__, "frameworks": list(self.frameworks), "variants": list(self.variants)}
+        lists = {k: list(v) for k, v in self.__dict__.items() if isinstance(v, tuple)}
+        return {**self.__dict__, **lists}
 
 
 class Stub:
@@ -121,6 +137,7 @@ class Bench:
             if result["status"] == "pending":
                 result["status"] = "ok"
                 result["summary"] = summarize(result["runs"])
+                result["otel_config"] = reported_config(result["runs"])
         return list(results.values())
 
     def measure_into(self, result: Result, variant: Variant, framework: str, round_no: int) -> None:
@@ -161,6 +178,8 @@ class Bench:
                 load = run_wrk(self.wrk, url, self.script, s.duration, s.threads, s.connections)
             used = settled_cpu_sample(server.proc.pid) - before
         sent = self.stub.stats()
+        config = run_dir / CONFIG_FILE
+        otel_config = json.loads(config.read_text()) if config.exists() else None
         shutil.rmtree(run_dir, ignore_errors=True)
         return {
             "round": round_no + 1,
@@ -174,6 +193,7 @@ class Bench:
             "sent_requests": sent["requests"],
             "sent_bytes": sent["bytes"],
             "sent_paths": sent["paths"],
+            "otel_config": otel_config,  # what the server reported running (apps/common.py)
         }
 
 
@@ -186,7 +206,15 @@ def planned(framework: str, variant: Variant, peer_failures: dict[str, str]) -> 
         status, reason = "skipped", why
     elif variant.peer in peer_failures:
         status, reason = "failed", peer_failures[variant.peer]
-    return {"framework": framework, "variant": variant.name, "status": status, "reason": reason, "runs": []}
+    return {
+        "framework": framework,
+        "variant": variant.name,
+        "peer": variant.peer,
+        "status": status,
+        "reason": reason,
+        "otel_config": None,
+        "runs": [],
+    }
 
 
 def prepare_peers(settings: Settings, venvs: Path) -> tuple[dict[str, str], dict[str, str]]:
@@ -232,6 +260,16 @@ def peer_version(peer: str, venvs: Path) -> str:
     return PEERS[peer].requirement.rsplit("==", 1)[1] + " (pinned; venv not created)"
 
 
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return platform.processor() or "CPU unknown"
+
+
 def describe_environment(wrk: str, venvs: Path) -> dict[str, Any]:
     """What the figures depend on: the machine and every version in play."""
     packages = [
@@ -247,6 +285,7 @@ def describe_environment(wrk: str, venvs: Path) -> dict[str, Any]:
     return {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "cpus": os.cpu_count(),
+        "cpu_model": cpu_model(),
         "machine": platform.platform(),
         "python": platform.python_version(),
         "versions": {
@@ -259,24 +298,6 @@ def describe_environment(wrk: str, venvs: Path) -> dict[str, Any]:
     }
 
 
-def environment_markdown(environment: dict[str, Any]) -> str:
-    env, v = environment, environment["versions"]
-    return "\n".join(
-        [
-            "## Request-path benchmark",
-            "",
-            f"- {env['date']}, {env['cpus']} CPUs, {env['machine']}, Python {env['python']}",
-            f"- OpenTelemetry SDK {v['opentelemetry-sdk']}, instrumentation "
-            f"{v['opentelemetry-instrumentation']}; spanlytics {v['spanlytics']}",
-            f"- apitally 1.x {v['apitally 1.x']}; apitally 0.x {v['apitally 0.x']}; "
-            f"readme-metrics {v['readme-metrics']}",
-            f"- FastAPI {v['fastapi']}, Starlette {v['starlette']}, Flask {v['flask']}; "
-            f"uvicorn {v['uvicorn']}, gunicorn {v['gunicorn']}; wrk {v['wrk']}",
-            "",
-        ]
-    )
-
-
 def names(raw: str, known: Any, what: str, parser: argparse.ArgumentParser) -> tuple[str, ...]:
     chosen = tuple(dict.fromkeys(n.strip() for n in raw.split(",") if n.strip()))
     unknown = [n for n in chosen if n not in known]
@@ -285,7 +306,16 @@ def names(raw: str, known: Any, what: str, parser: argparse.ArgumentParser) -> t
     return chosen
 
 
-def parse_args(argv: list[str] | None = None) -> tuple[Settings, Path, Path | None]:
+@dataclass(frozen=True)
+class Options:
+    settings: Settings
+    venvs: Path
+    json: Path | None
+    summary: bool
+    from_json: Path | None
+
+
+def parse_args(argv: list[str] | None = None) -> Options:
     parser = argparse.ArgumentParser(
         description=__doc__.splitlines()[0],
         epilog="variants: " + "; ".join(f"{v.name}: {v.summary}" for v in VARIANTS.values()),
@@ -300,9 +330,17 @@ def parse_args(argv: list[str] | None = None) -> tuple[Settings, Path, Path | No
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--venvs", type=Path, default=DEFAULT_VENVS, help="where the peers' venvs live")
     parser.add_argument("--json", type=Path, help="write every raw number here")
+    parser.add_argument(
+        "--summary", action="store_true", help="print one compact table for the project README instead"
+    )
+    parser.add_argument(
+        "--from-json", type=Path, metavar="FILE", help="render the tables of a --json file; run nothing"
+    )
     args = parser.parse_args(argv)
     if args.rounds < 1 or args.duration < 1 or args.warmup < 0:
         parser.error("--rounds and --duration must be at least 1, --warmup at least 0")
+    frameworks = names(args.frameworks, FRAMEWORKS, "framework", parser)
+    variants, baselines_added = with_baselines(names(args.variants, VARIANTS, "variant", parser), frameworks)
     settings = Settings(
         rounds=args.rounds,
         duration=args.duration,
@@ -310,35 +348,45 @@ def parse_args(argv: list[str] | None = None) -> tuple[Settings, Path, Path | No
         endpoint=args.endpoint,
         threads=args.threads,
         connections=args.connections,
-        frameworks=names(args.frameworks, FRAMEWORKS, "framework", parser),
-        variants=names(args.variants, VARIANTS, "variant", parser),
+        frameworks=frameworks,
+        variants=variants,
+        baselines_added=baselines_added,
     )
-    return settings, args.venvs.resolve(), args.json
+    return Options(settings, args.venvs.resolve(), args.json, args.summary, args.from_json)
 
 
 def main(argv: list[str] | None = None) -> None:
-    settings, venvs, json_path = parse_args(argv)
+    options = parse_args(argv)
+    if options.from_json is not None:
+        print(render(json.loads(options.from_json.read_text()), options.summary), end="", flush=True)
+        return
+    settings, venvs = options.settings, options.venvs
+    if settings.baselines_added:
+        print(
+            f"added {', '.join(settings.baselines_added)}: the same-configuration OpenTelemetry "
+            "baselines of the spanlytics variants",
+            file=sys.stderr,
+            flush=True,
+        )
     wrk = ensure_wrk()
     pythons, peer_failures = prepare_peers(settings, venvs)  # before measuring: installs add no noise
     environment = describe_environment(wrk, venvs)
-    print(environment_markdown(environment), flush=True)
     with tempfile.TemporaryDirectory(prefix="spanlytics-bench-") as tmp:
         workdir = Path(tmp)
         script = write_script(workdir, settings.endpoint)
         with ingest_stub(workdir) as stub:
             bench = Bench(settings, wrk, script, stub, workdir, pythons, peer_failures)
-            results = {framework: bench.run_framework(framework) for framework in settings.frameworks}
-    for framework, framework_results in results.items():
-        print(framework_table(framework, framework_results, settings.as_dict()), flush=True)
-    if json_path is not None:
-        document = {
-            "environment": environment,
-            "settings": settings.as_dict(),
-            "commands": commands(settings),
-            "results": [r for framework_results in results.values() for r in framework_results],
-        }
-        json_path.write_text(json.dumps(document, indent=2) + "\n")
-    if any(r["status"] == "failed" for rs in results.values() for r in rs):
+            results = [r for framework in settings.frameworks for r in bench.run_framework(framework)]
+    document = {
+        "environment": environment,
+        "settings": settings.as_dict(),
+        "commands": commands(settings),
+        "results": results,
+    }
+    print(render(document, options.summary), end="", flush=True)
+    if options.json is not None:
+        options.json.write_text(json.dumps(document, indent=2) + "\n")
+    if any(r["status"] == "failed" for r in results):
         sys.exit(1)
 
 

@@ -7,6 +7,7 @@ project's, or a peer's own (``harness_peers.py``).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,6 +59,23 @@ VARIANTS = {
 }
 
 
+CONFIG_FILE = "otel-config.json"
+
+
+Names = tuple[str, ...]
+
+
+def with_baselines(variants: Sequence[str], frameworks: Sequence[str]) -> tuple[Names, Names]:
+    """``variants`` plus the OpenTelemetry-alone variants a spanlytics variant may be compared
+    with (its same-configuration baseline is only known once its server has run): ``otel``,
+    and ``otel-noint`` when an ASGI framework runs. Returns them and the ones added."""
+    needed = ["otel"] + (["otel-noint"] if set(frameworks) & set(ASGI) else [])
+    if not any(name.startswith("spanlytics-") for name in variants):
+        return tuple(variants), ()
+    added = tuple(name for name in needed if name not in variants)
+    return (*added, *variants), added
+
+
 def app_module(framework: str) -> str:
     return f"benchmarks.apps.{framework}_app"
 
@@ -70,6 +88,7 @@ def server_environment(variant: Variant, run_dir: Path, stub_url: str) -> dict[s
         "BENCH_DB": str(run_dir / "spanlytics.db"),
         "BENCH_SPOOL_DIR": str(run_dir / "spool"),
         "BENCH_STUB_URL": stub_url,
+        "BENCH_CONFIG_OUT": str(run_dir / CONFIG_FILE),  # the OTel set-up it runs (apps/common.py)
         "APITALLY_OTLP_ENDPOINT": stub_url,  # apitally 1.x: apitally/shared/config.py
         "APITALLY_HUB_BASE_URL": stub_url,  # apitally 0.x: apitally/client/client_base.py
         "README_METRICS_SERVER": stub_url,  # readme-metrics: readme_metrics/publisher.py

@@ -10,15 +10,18 @@ consumer its own documented way, because ReadMe (spanlytics' ``readme`` destinat
 Peer variants run in their own virtualenv, where spanlytics is not installed, so this module
 imports no tool (and not OpenTelemetry) at module level: each installer imports what it uses.
 The harness passes addresses through the environment: ``BENCH_DB``, ``BENCH_SPOOL_DIR``,
-``BENCH_STUB_URL``, plus the peers' own variables (``APITALLY_OTLP_ENDPOINT``,
-``APITALLY_HUB_BASE_URL``, ``README_METRICS_SERVER``).
+``BENCH_STUB_URL``, ``BENCH_CONFIG_OUT`` (see :func:`report_config`), plus the peers' own
+variables (``APITALLY_OTLP_ENDPOINT``, ``APITALLY_HUB_BASE_URL``, ``README_METRICS_SERVER``).
 """
 
 from __future__ import annotations
 
 import importlib
+import json
 import os
+import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 VARIANT = os.environ.get("BENCH_VARIANT", "bare")
@@ -54,6 +57,40 @@ def consumer_id(request: Any) -> str:
 
 def no_consumer(request: Any) -> None:
     """For variants that record no consumer, or find it without the handler's help."""
+
+
+def report_config(app: Any, framework: str) -> None:
+    """Write the OpenTelemetry set-up this server really runs to ``BENCH_CONFIG_OUT``, once.
+
+    Called by ``/healthz``, the harness's readiness probe and so the first request a server
+    gets: by then ``instrument_app`` has made its choice of the ASGI internal spans (deferred
+    to the first request), so the middleware's flags are final. The harness compares each
+    variant with the OTel-alone variant of the same set-up; the measured routes never call it.
+    """
+    path = Path(os.environ.get("BENCH_CONFIG_OUT") or "")
+    if path == Path() or path.exists():
+        return
+    path.write_text(json.dumps(otel_config(app, framework)))
+
+
+def otel_config(app: Any, framework: str) -> dict[str, Any]:
+    """Whether ``app`` runs an OTel instrumentation and, for ASGI, whether its middleware
+    leaves out the internal ``receive``/``send`` spans (its ``exclude_*_span`` flags)."""
+    config: dict[str, Any] = {"variant": VARIANT, "framework": framework, "otel": False}
+    config.update(exclude_receive_span=None, exclude_send_span=None)
+    if framework == "flask":
+        config["otel"] = bool(getattr(app, "_is_instrumented_by_opentelemetry", False))
+        return config
+    asgi = sys.modules.get("opentelemetry.instrumentation.asgi")  # imported by whoever uses it
+    node, depth = getattr(app, "middleware_stack", None), 0
+    while asgi is not None and node is not None and depth < 32:
+        if isinstance(node, asgi.OpenTelemetryMiddleware):
+            config["otel"] = True
+            config["exclude_receive_span"] = bool(node.exclude_receive_span)
+            config["exclude_send_span"] = bool(node.exclude_send_span)
+            break
+        node, depth = getattr(node, "app", None), depth + 1
+    return config
 
 
 def install(app: Any, framework: str) -> Identify:

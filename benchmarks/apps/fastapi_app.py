@@ -11,13 +11,14 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 
-from benchmarks.apps.common import ITEM, install, summarize
+from benchmarks.apps.common import ITEM, install, report_config, summarize
 
 app = FastAPI()
 
 
 @app.get("/healthz")
 async def healthz() -> dict[str, str]:
+    report_config(app, "fastapi")
     return {"status": "ok"}
 
 

@@ -11,13 +11,14 @@ from typing import Any
 
 import flask
 
-from benchmarks.apps.common import ITEM, install, summarize
+from benchmarks.apps.common import ITEM, install, report_config, summarize
 
 app = flask.Flask(__name__)
 
 
 @app.get("/healthz")
 def healthz() -> dict[str, str]:
+    report_config(app, "flask")
     return {"status": "ok"}
 
 

@@ -12,10 +12,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from benchmarks.apps.common import ITEM, install, summarize
+from benchmarks.apps.common import ITEM, install, report_config, summarize
 
 
 async def healthz(request: Request) -> JSONResponse:
+    report_config(app, "starlette")
     return JSONResponse({"status": "ok"})
 
 
