@@ -26,7 +26,6 @@ from __future__ import annotations
 import itertools
 import operator
 import os
-from collections import deque
 from collections.abc import Callable
 from dataclasses import MISSING, dataclass, field, fields, make_dataclass
 from typing import TYPE_CHECKING, Any
@@ -198,10 +197,7 @@ def replace_record(record: RequestRecord, **changes: Any) -> RequestRecord:
 
 
 def _exception(span: ReadableSpan) -> ExceptionInfo | None:
-    # The SDK's events are a BoundedList whose iteration copies them under a lock; a finished
-    # span's events no longer change, so its inner deque is read directly when it has one.
-    inner = getattr(getattr(span, "_events", None), "_dq", None)
-    for event in inner if isinstance(inner, deque) else span.events:
+    for event in span.events:
         if event.name == "exception" and event.attributes:
             attrs = event.attributes
             return ExceptionInfo(
