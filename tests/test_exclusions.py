@@ -228,3 +228,20 @@ def test_exclude_defaults_off_from_the_environment(monkeypatch: pytest.MonkeyPat
     )
     assert paths == ["/healthz", "/items"]
     assert stats["excluded"] == 1
+
+
+def test_user_agent_verdicts_are_kept_within_a_bound() -> None:
+    exclusions = Exclusions.build(user_agents=[r"^bot-7"])
+    agents = [f"bot-{i}" for i in range(3000)]
+    verdicts = [exclusions.excludes("/orders", agent) for agent in agents]
+    assert verdicts == [agent.startswith("bot-7") for agent in agents]
+    assert len(exclusions.__dict__["_agents"]) <= 1024
+    # asked again, the kept verdicts are the same
+    assert [exclusions.excludes("/orders", agent) for agent in agents[-10:]] == verdicts[-10:]
+
+
+def test_defaults_joined_still_stand_beside_a_user_pattern_with_an_inline_flag() -> None:
+    exclusions = Exclusions.build(paths=["(?i)^/internal/"])
+    assert exclusions.excludes("/Internal/x", None)
+    assert exclusions.excludes("/api/v1/healthz", None)
+    assert not exclusions.excludes("/api/v1/users/ping", None)

@@ -44,9 +44,18 @@ DEFAULT_USER_AGENTS = (
 )
 
 
-def _compile(patterns: Iterable[str], what: str) -> tuple[re.Pattern[str], ...]:
-    """Each pattern on its own: joined into one regex, inline flags and backreferences break."""
+_AGENTS_KEPT = 1024
+"""User agents repeat: their verdicts are kept, up to this many (then forgotten at once)."""
+
+
+def _compile(patterns: Iterable[str], defaults: tuple[str, ...], what: str) -> tuple[re.Pattern[str], ...]:
+    """The defaults among ``patterns`` as one regex (they are written to be joined), each
+    other pattern on its own: joined into one regex, inline flags and backreferences break."""
     compiled = []
+    patterns = tuple(patterns)
+    if defaults and patterns[: len(defaults)] == defaults:
+        compiled.append(re.compile("|".join(f"(?:{p})" for p in defaults), re.IGNORECASE))
+        patterns = patterns[len(defaults) :]
     for pattern in patterns:
         try:
             compiled.append(re.compile(pattern, re.IGNORECASE))
@@ -63,8 +72,11 @@ class Exclusions:
     user_agents: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "_path_re", _compile(self.paths, "excluded path"))
-        object.__setattr__(self, "_ua_re", _compile(self.user_agents, "excluded user agent"))
+        object.__setattr__(self, "_path_re", _compile(self.paths, DEFAULT_PATHS, "excluded path"))
+        object.__setattr__(
+            self, "_ua_re", _compile(self.user_agents, DEFAULT_USER_AGENTS, "excluded user agent")
+        )
+        object.__setattr__(self, "_agents", {})
 
     @classmethod
     def default(cls) -> Exclusions:
@@ -97,5 +109,14 @@ class Exclusions:
             return True
         if not user_agent:
             return False
+        agents: dict[str, bool] = self.__dict__["_agents"]
+        try:
+            return agents[user_agent]
+        except KeyError:
+            pass
         ua_res: tuple[re.Pattern[str], ...] = self.__dict__["_ua_re"]
-        return any(pattern.search(user_agent) for pattern in ua_res)
+        verdict = any(pattern.search(user_agent) for pattern in ua_res)
+        if len(agents) >= _AGENTS_KEPT:  # user agents are client-chosen: stay bounded
+            agents.clear()
+        agents[user_agent] = verdict
+        return verdict

@@ -45,6 +45,7 @@ from spanlytics.exclusions import Exclusions
 from spanlytics.masking import Masker
 from spanlytics.masking.configured import masking_rules
 from spanlytics.record import RequestRecord, from_span, replace_record
+from spanlytics.span_attributes import read_attributes
 from spanlytics.worker import BackgroundWorker
 
 __all__ = [
@@ -189,10 +190,12 @@ class Pipeline:
         def build(span: ReadableSpan, capture: Capture | None) -> RequestRecord | None:
             try:
                 captured = capture.snapshot() if capture is not None else None
-                record = from_span(span, captured, consumer=consumers.resolve(captured, span.attributes))
+                consumer = consumers.resolve(captured, read_attributes(span))
+                record = from_span(span, captured, consumer=consumer)
                 if record is None:
                     return None
-                if exclusions.excludes(record.path, record.user_agent):
+                admitted = capture is not None and capture.admitted_by == exclusions  # asked once
+                if not admitted and exclusions.excludes(record.path, record.user_agent):
                     counters["excluded"] += 1
                     return None
                 if annotators:

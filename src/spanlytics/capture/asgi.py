@@ -118,6 +118,7 @@ async def capture_asgi(
     try:
         if begin_request(options, str(scope.get("path", "/")), _user_agent(scope)):
             capture = new_capture(scope, options)
+            capture.admitted_by = options.exclusions
             token = enter_capture(capture)
             link_current_server_span(capture)
     except Exception as exc:

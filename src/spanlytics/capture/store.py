@@ -27,6 +27,8 @@ from spanlytics.capture.snapshot import CapturedRequest, first_header
 if TYPE_CHECKING:
     from opentelemetry.trace import Span
 
+    from spanlytics.exclusions import Exclusions
+
 Headers: TypeAlias = tuple[tuple[str, str], ...]
 
 _new_tuple = tuple.__new__
@@ -87,6 +89,7 @@ class Capture:
         "_request_headers",
         "_response_headers",
         "accounted",
+        "admitted_by",
         "baggage_consumer",
         "bodies",
         "callback_consumer",
@@ -159,6 +162,8 @@ class Capture:
         self.done = False
         self.accounted = 0
         self.on_done: Callable[[], None] | None = None
+        # the exclusions that let this request be captured: the pipeline does not ask again
+        self.admitted_by: Exclusions | None = None
 
     # Headers may be given as a function that decodes a copy of the server's raw headers:
     # the request path only copies them, the first reader (the exporter) decodes them once.

@@ -169,6 +169,7 @@ def capture_wsgi(
     try:
         if begin_request(options, str(environ.get("PATH_INFO", "/")), environ.get("HTTP_USER_AGENT")):
             capture = new_capture(environ, options)
+            capture.admitted_by = options.exclusions
             stream = environ.get("wsgi.input")
             token = enter_capture(capture)
             environ["wsgi.input"] = _InputTee(stream, capture)
