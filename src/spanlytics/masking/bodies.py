@@ -171,10 +171,7 @@ class BodyMasker(RuleBook):
                 if kind is dict or kind is list:
                     self._walk_node(value, f"{path}[{index}]", masks, keys, later)
                 elif kind is str and value:
-                    if value[0] in "{[" and self._json_string(node, index, f"{path}[{index}]", masks, keys):
-                        continue
-                    if len(value) >= _MIN_TEXT:
-                        later.append((node, index, path, len(masks)))
+                    self._walk_string(node, index, path, masks, keys, later)
 
     def _walk_object(
         self, node: dict[str, Any], path: str, masks: list[MaskedField], keys: list[int], later: list[_Later]
@@ -198,12 +195,26 @@ class BodyMasker(RuleBook):
             if kind is dict or kind is list:  # KEEP on a container still masks inside it
                 self._walk_node(value, f"{path}.{key}", masks, keys, later)
             elif kind is str and value:
-                if value[0] in "{[" and self._json_string(node, key, f"{path}.{key}", masks, keys):
-                    continue
-                if len(value) >= _MIN_TEXT:
-                    later.append((node, key, path, len(masks)))
+                self._walk_string(node, key, path, masks, keys, later)
         if "input" in node and type(node.get("loc")) is list:
             self._validation_input(node, path, masks)
+
+    def _walk_string(
+        self,
+        node: Any,
+        slot: str | int,
+        parent: str,
+        masks: list[MaskedField],
+        keys: list[int],
+        later: list[_Later],
+    ) -> None:
+        """A non-empty string value ``node[slot]``: JSON sent as a string is masked inside
+        now; free text long enough to hold a credential is collected for :meth:`_mask_strings`."""
+        value: str = node[slot]
+        if value[0] in "{[" and self._json_string(node, slot, _child_path(parent, slot), masks, keys):
+            return
+        if len(value) >= _MIN_TEXT:
+            later.append((node, slot, parent, len(masks)))
 
     def _json_string(
         self, node: Any, slot: str | int, path: str, masks: list[MaskedField], keys: list[int]
@@ -242,8 +253,7 @@ class BodyMasker(RuleBook):
             if _VALUE_SHAPE.search(value) is None or not self._may_match(value, credentials=True):
                 continue
             node, slot, parent, at = later[i]
-            path = f"{parent}[{slot}]" if type(slot) is int else f"{parent}.{slot}"
-            out, found = self._mask_text(value, path)
+            out, found = self._mask_text(value, _child_path(parent, slot))
             if found:
                 node[slot] = out
                 inserts.append((at, found))
@@ -293,6 +303,11 @@ class BodyMasker(RuleBook):
     def _scan_json(self, text: str, prefix: str) -> tuple[str, list[MaskedField], bool]:
         """The tolerant token scanner (see :func:`spanlytics.masking.json_scan.scan_json`)."""
         return json_scan.scan_json(text, prefix, self._field_rule, self._decide)
+
+
+def _child_path(parent: str, slot: str | int) -> str:
+    """The path of a JSON object's key (``a.b``) or a list's index (``a[0]``)."""
+    return f"{parent}[{slot}]" if type(slot) is int else f"{parent}.{slot}"
 
 
 def _hits(pattern: re.Pattern[str], joined: str, values: list[str]) -> set[int]:
