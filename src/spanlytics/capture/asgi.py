@@ -78,6 +78,7 @@ def new_capture(scope: Scope, options: CaptureOptions) -> Capture:
         declared_request_size=_declared_size(raw_headers),
         client_ip=str(client[0]) if client else None,
         http_version=str(scope.get("http_version", "1.1")),
+        admitted_by=options.exclusions,
     )
 
 
@@ -118,7 +119,6 @@ async def capture_asgi(
     try:
         if begin_request(options, str(scope.get("path", "/")), _user_agent(scope)):
             capture = new_capture(scope, options)
-            capture.admitted_by = options.exclusions
             token = enter_capture(capture)
             link_current_server_span(capture)
     except Exception as exc:

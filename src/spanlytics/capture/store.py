@@ -131,6 +131,7 @@ class Capture:
         declared_request_size: int | None = None,
         client_ip: str | None = None,
         http_version: str | None = None,
+        admitted_by: Exclusions | None = None,
     ) -> None:
         self.method = method
         self.path = path
@@ -163,7 +164,7 @@ class Capture:
         self.accounted = 0
         self.on_done: Callable[[], None] | None = None
         # the exclusions that let this request be captured: the pipeline does not ask again
-        self.admitted_by: Exclusions | None = None
+        self.admitted_by = admitted_by
 
     # Headers may be given as a function that decodes a copy of the server's raw headers:
     # the request path only copies them, the first reader (the exporter) decodes them once.

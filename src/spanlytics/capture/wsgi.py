@@ -69,6 +69,7 @@ def new_capture(environ: Environ, options: CaptureOptions) -> Capture:
         declared_request_size=int(length) if length.isdigit() else None,
         client_ip=environ.get("REMOTE_ADDR"),
         http_version=str(environ.get("SERVER_PROTOCOL", "HTTP/1.1")).rpartition("/")[2] or "1.1",
+        admitted_by=options.exclusions,
     )
 
 
@@ -169,7 +170,6 @@ def capture_wsgi(
     try:
         if begin_request(options, str(environ.get("PATH_INFO", "/")), environ.get("HTTP_USER_AGENT")):
             capture = new_capture(environ, options)
-            capture.admitted_by = options.exclusions
             stream = environ.get("wsgi.input")
             token = enter_capture(capture)
             environ["wsgi.input"] = _InputTee(stream, capture)
