@@ -1,7 +1,9 @@
-"""Delivery of encoded batches to an HTTP destination: queue, retries, spool, lifecycle.
+"""Delivery of encoded batches to a destination: queue, retries, spool, lifecycle.
 
-It knows HTTP and files, nothing of any wire format: a destination's encoder hands it
-:class:`Batch` objects (bytes plus a path, content type and record count) and it promises:
+It knows files and a :class:`~spanlytics.delivery.transport.Transport` (HTTP unless the
+destination brings its own, as PostgreSQL does), nothing of any wire format: a
+destination's encoder hands it :class:`Batch` objects (bytes plus a path, content type and
+record count) and it promises:
 
 * ``submit`` never blocks on the network: a bounded in-memory queue (batches and bytes);
   when it is full, or while the destination is failing, batches go to the spool.
@@ -26,7 +28,6 @@ and the receiver can tell duplicates (a response lost after the batch arrived) a
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import json
 import logging
@@ -36,29 +37,34 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import requests
-
-from spanlytics.__about__ import VERSION
 from spanlytics._process import on_reset, reset_in_child
 from spanlytics._throttle import ThrottledLogger
-from spanlytics.delivery.answers import judge_answer, retry_after_s
+from spanlytics.delivery.answers import retry_after_s
 from spanlytics.delivery.batches import Batch
 from spanlytics.delivery.settings import SenderSettings
 from spanlytics.delivery.spool import Spool, _unlink, default_spool_dir
+from spanlytics.delivery.transport import Answer, HttpTransport, StatusHook, Transport
 from spanlytics.worker import BackgroundWorker
 
-__all__ = ["Batch", "Sender", "SenderSettings", "Spool", "default_spool_dir", "retry_after_s"]
+__all__ = [
+    "Answer",
+    "Batch",
+    "HttpTransport",
+    "Sender",
+    "SenderSettings",
+    "Spool",
+    "StatusHook",
+    "Transport",
+    "default_spool_dir",
+    "retry_after_s",
+]
 
 _logger = logging.getLogger("spanlytics.delivery")
 _log = ThrottledLogger(_logger)
 
-StatusHook = Callable[[Batch, requests.Response], "str | None"]
-"""A destination's say on a non-2xx answer: ``"rejected"`` (drop the batch), ``"retry"``,
-``"pause"``, or None for the default handling. Called on the sender's worker thread."""
 
 SENDERS: weakref.WeakSet[Sender] = weakref.WeakSet()
 """Every sender in this process, for ``spanlytics.stats()``; ``reset_process()`` forgets them."""
@@ -75,12 +81,21 @@ class Sender:
     >>> sender.submit(Batch(b"[...]", records=3, path="/v1/request"))
     """
 
-    def __init__(self, name: str, settings: SenderSettings, on_status: StatusHook | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        settings: SenderSettings,
+        on_status: StatusHook | None = None,
+        *,
+        transport: Transport | None = None,
+        spool_identity: str | None = None,
+    ) -> None:
         self.name = name
         self.settings = settings
-        self.on_status = on_status
-        identity = json.dumps([settings.base_url, sorted(settings.headers)]).encode()
-        key = hashlib.sha256(identity).hexdigest()[:12]
+        self.transport: Transport = transport or HttpTransport(name, settings, on_status)
+        # ``spool_identity`` for a transport whose URL holds a secret (a database password)
+        identity = spool_identity or json.dumps([settings.base_url, sorted(settings.headers)])
+        key = hashlib.sha256(identity.encode()).hexdigest()[:12]
         # one spool per destination *and* account: another key or URL never sends our batches
         self.spool = Spool(
             Path(settings.spool_dir or default_spool_dir()) / f"{name}-{key}",
@@ -119,7 +134,7 @@ class Sender:
         self._inflight: Batch | None = None
         self._inflight_claim: Path | None = None  # its spool file, when it came from the spool
         self._attempt = 0
-        self._session: requests.Session | None = None
+        self.transport.abandon()  # a forked child opens its own connections
         self._failing = False
         self._paused_until = 0.0
         self._spool_hint = True  # maybe something on disk (an earlier process's batches)
@@ -270,61 +285,17 @@ class Sender:
                 return
 
     def _send(self, batch: Batch) -> tuple[str, float | None]:
-        """POST one batch: ("sent" | "rejected" | "retry" | "pause", seconds to wait)."""
-        if self._session is None:
-            self._session = requests.Session()
-        body = gzip.compress(batch.body, 6) if self.settings.gzip else batch.body
-        headers = {
-            "Content-Type": batch.content_type,
-            "User-Agent": f"spanlytics/{VERSION}",
-            **dict(self.settings.headers),
-        }
-        if self.settings.gzip:
-            headers["Content-Encoding"] = "gzip"
-        timeout = (self.settings.connect_timeout_s, self.settings.read_timeout_s)
-        url = self.settings.base_url + batch.path
-        try:
-            # Never follow a redirect: requests would re-send the POST as a GET without a body.
-            response = self._session.post(
-                url, data=body, headers=headers, timeout=timeout, allow_redirects=False
-            )
-            response.close()
-        except (requests.RequestException, OSError) as exc:  # the network: try again later
-            _log.warning(
-                f"send.error.{self.name}",
-                "spanlytics %s: delivery failed (%s); will retry",
-                self.name,
-                type(exc).__name__,
-            )
-            return "retry", None
-        except Exception as exc:  # not the network: this batch would fail the same way again
-            self._session.close()
-            self._session = None
-            self._counters["dropped_failed"] += batch.records
-            _log.failure(
-                f"send.failed.{self.name}", f"spanlytics {self.name}: could not send a batch; dropped", exc
-            )
-            return "rejected", None
-        status = response.status_code
-        if 200 <= status < 300:
+        """Hand one batch to the transport: ("sent" | "rejected" | "retry" | "pause", seconds
+        to wait), counting what it says."""
+        answer = self.transport.send(batch)
+        if answer.outcome == "sent":
             self._counters["batches_sent"] += 1
             self._counters["records_sent"] += batch.records
-            self._counters["bytes_sent"] += len(body)
-            return "sent", None
-        if self.on_status is not None:
-            try:
-                outcome = self.on_status(batch, response)
-            except Exception as exc:  # a destination's bug must not stop delivery
-                _log.failure(f"send.hook.{self.name}", f"spanlytics {self.name}: status hook failed", exc)
-                outcome = None
-            if outcome == "rejected":
-                self._counters["dropped_rejected"] += batch.records
-            if outcome is not None:
-                return outcome, None
-        outcome, wait, dropped = judge_answer(self.name, self.settings, url, response)
-        if dropped is not None:
-            self._counters[f"dropped_{dropped}"] += batch.records
-        return outcome, wait
+            self._counters["bytes_sent"] += answer.bytes_sent
+        elif answer.dropped is not None:
+            key = f"dropped_{answer.dropped}"
+            self._counters[key] = self._counters.get(key, 0) + batch.records
+        return answer.outcome, answer.wait_s
 
     # -- lifecycle ----------------------------------------------------------------------------
 
