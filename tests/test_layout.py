@@ -30,6 +30,7 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
                 "app_routes",
                 "body_text",
                 "config",
+                "durations",
                 "exclusions",
                 "masking_options",
                 "span_attributes",

@@ -96,14 +96,16 @@ def setting(
     names: bool = False,
     regexes: bool = False,
     secret: bool = False,
+    text: bool = False,
 ) -> Any:
     """A settings field: its default and how its variable is parsed. The variable is
     ``SPANLYTICS_`` + the keyword in capitals, without a trailing ``_S`` (``flush_interval_s``:
     ``SPANLYTICS_FLUSH_INTERVAL``). A list of ``names`` given as one string in code is parsed
     as the variable (comma-separated); a list of ``regexes`` keeps it as one pattern, since a
-    regex may hold a comma (``a{1,3}``). ``secret`` values stay out of ``repr``."""
+    regex may hold a comma (``a{1,3}``). A ``text`` setting given as a string in code is parsed
+    as its variable (``retention_s="7d"``). ``secret`` values stay out of ``repr``."""
     parse = bounds_parser(bounds) if bounds is not None else parse
-    kind = "names" if names else "regexes" if regexes else None
+    kind = "names" if names or text else "regexes" if regexes else None
     return field(default=default, repr=not secret, metadata={"parse": parse, "bounds": bounds, "list": kind})
 
 

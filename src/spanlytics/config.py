@@ -34,6 +34,7 @@ from spanlytics._setting_fields import (
     setting,
 )
 from spanlytics._throttle import ThrottledLogger
+from spanlytics.durations import check_window, parse_retention
 from spanlytics.masking_options import EXCEPTION_MODES, MaskingRules
 
 if TYPE_CHECKING:
@@ -52,6 +53,19 @@ def _exception_mode(raw: str) -> str:
     if mode not in EXCEPTION_MODES:
         raise ValueError(f"expected one of {', '.join(EXCEPTION_MODES)}")
     return mode
+
+
+def _retention_problem(value: object) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        try:
+            check_window(float(value), "")
+        except ValueError:
+            pass
+        else:
+            return None
+    return "expected a number of seconds > 0, a duration such as 30d, or off"
 
 
 class DestinationOptionsSource(Protocol):
@@ -135,6 +149,8 @@ class SettingsArgs(TypedDict, total=False):
     batch_size: int | None
     flush_interval_s: float | None
     max_response_wait_s: float | None
+    retention_s: float | str | None
+    rollup_retention_s: float | str | None
     masking: MaskingRules | None
     identify_consumer: IdentifyConsumer | None
     # the destinations' options (spanlytics.destinations.*): local, readme, apitally, http
@@ -209,6 +225,10 @@ class Settings:
     batch_size: int = setting(512, bounds=(1, 1_000_000))  # spans built into one batch
     flush_interval_s: float = setting(1.0, bounds=(0.0, 3600.0))  # a record's longest wait
     max_response_wait_s: float = setting(30.0, bounds=(0.0, _DAY_S))  # for a streaming response
+    # the stores delete request records older than this in the background (None: "off")
+    retention_s: float | None = setting(30 * _DAY_S, parse_retention, text=True)
+    # and their per-minute rollups older than this, which the report reads
+    rollup_retention_s: float | None = setting(400 * _DAY_S, parse_retention, text=True)
     masking: MaskingRules | None = field(default=None, compare=False)
     identify_consumer: IdentifyConsumer | None = field(default=None, compare=False)
     # each registered destination's options by name, as the registry resolved them
@@ -251,4 +271,6 @@ class Settings:
         # then disable spanlytics at its first record instead of failing here
         if self.mask_exceptions is not None and self.mask_exceptions not in EXCEPTION_MODES:
             problems["mask_exceptions"] = f"expected one of {', '.join(EXCEPTION_MODES)}"
+        for name in ("retention_s", "rollup_retention_s"):
+            problems[name] = _retention_problem(getattr(self, name))
         raise_problems(problems)

@@ -24,13 +24,14 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import re
 import time
 from collections.abc import Iterator, Sequence
 from itertools import groupby
 from typing import Any
 
 from spanlytics.destinations.local.reader import ConsumerRow, EndpointRow, LocalReader
+from spanlytics.durations import MAX_SINCE_S, parse_duration
+from spanlytics.durations import check_window as _check_window
 
 __all__ = [
     "MAX_SINCE_S",
@@ -40,38 +41,8 @@ __all__ = [
     "percentile",
 ]
 
-MAX_SINCE_S = 100 * 365 * 86400.0
-"""The longest ``since`` window: 100 years (36500d), far more than any store holds, and small
-enough that its start is still a date and a 64-bit SQLite integer of nanoseconds."""
-_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-_DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*", re.IGNORECASE)
 _PERCENTILES = (50, 95, 99)
 _MAX_CELL = 60
-
-
-def parse_duration(text: str) -> float:
-    """Seconds in ``"30s"``, ``"15m"``, ``"2h"``, ``"7d"``, ``"1w"`` or a bare ``"90"`` (seconds).
-
-    >>> parse_duration("15m")
-    900.0
-
-    Raises :class:`ValueError` for anything else, including zero, an empty text and durations
-    longer than :data:`MAX_SINCE_S`.
-    """
-    match = _DURATION.fullmatch(text)
-    if match is None:
-        raise ValueError(f"invalid duration {text!r}: use a number with s, m, h, d or w (e.g. 15m, 7d)")
-    seconds = float(match.group(1)) * _UNITS[match.group(2).lower()]
-    _check_window(seconds, repr(text))
-    return seconds
-
-
-def _check_window(seconds: float, shown: str) -> None:
-    # "not <=" also rejects NaN; inf and 1e300 would overflow the nanosecond arithmetic.
-    if not seconds > 0:
-        raise ValueError(f"invalid duration {shown}: must be greater than zero")
-    if not seconds <= MAX_SINCE_S:
-        raise ValueError(f"invalid duration {shown}: at most {MAX_SINCE_S / 86400:.0f}d (100 years)")
 
 
 def percentile(sorted_values: Sequence[float], pct: int) -> float | None:
