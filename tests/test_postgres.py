@@ -13,7 +13,6 @@ import pytest
 
 from spanlytics.config import Settings
 from spanlytics.consumer import Consumer
-from spanlytics.delivery.settings import SenderSettings
 from spanlytics.destinations.local import LocalStore, iter_records
 from spanlytics.destinations.postgres import PostgresStore, build_postgres, redact_url
 from spanlytics.destinations.postgres.options import PostgresOptions, parse_postgres_url
@@ -24,15 +23,10 @@ from spanlytics.destinations.postgres.transport import PostgresTransport
 from spanlytics.destinations.rollups import MINUTE_NS, Rollups, Tally, parse_hist
 from spanlytics.destinations.stores import StoreError, open_reader, prune
 from spanlytics.record import ExceptionInfo, MaskedField, RequestRecord
-from tests.support.postgres import (  # noqa: F401  (fixtures)
-    STRANGER,
-    STRANGER_PASSWORD,
-    WRITER_PASSWORD,
-    PgDatabase,
-    pg_db,
-    pg_server,
-)
+from tests.support.postgres import STRANGER, STRANGER_PASSWORD, WRITER_PASSWORD, PgDatabase
 from tests.support.records import make_record
+
+pytest_plugins = ["tests.support.postgres"]  # the pg_server and pg_db fixtures
 
 T0 = 1_700_000_000 * 10**9
 
@@ -164,7 +158,9 @@ def test_rollups_are_exact_and_a_retried_batch_counts_once(pg_db: PgDatabase) ->
 
 def test_the_store_writes_through_its_sender(pg_db: PgDatabase, tmp_path: Path) -> None:
     # records of 2023: retention would prune them as they arrive (test_background_retention_...)
-    settings = Settings.resolve({}, spool_dir=str(tmp_path / "spool"), retention_s="off")
+    settings = Settings.resolve(
+        {}, spool_dir=str(tmp_path / "spool"), retention_s="off", rollup_retention_s="off"
+    )
     store = build_postgres(settings, PostgresOptions(url=pg_db.url))
     assert isinstance(store, PostgresStore)
     assert WRITER_PASSWORD not in repr(store)

@@ -6,14 +6,17 @@ Roles: the superuser ``postgres`` (trust, over the unix socket in the temporary 
 ``writer`` and ``stranger`` with passwords (scram-sha-256 over TCP). Each test gets a fresh
 database owned by ``writer``; ``stranger`` may connect to it and do nothing else::
 
-    from tests.support.postgres import pg_db, pg_server  # noqa: F401  (the fixtures)
+    pytest_plugins = ["tests.support.postgres"]  # in the test module: the fixtures
 
     def test_x(pg_db: PgDatabase) -> None:
         url = pg_db.url  # postgresql://writer:...@127.0.0.1:PORT/t_...
+
+(PYTEST_DONT_REWRITE: the test modules import it before pytest loads it as their plug-in.)
 """
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import shutil
@@ -151,10 +154,8 @@ def pg_server() -> Iterator[PgServer]:
         server.init()
         yield server
     finally:
-        try:
+        with contextlib.suppress(subprocess.CalledProcessError):  # not running (never started)
             server.stop("immediate")
-        except subprocess.CalledProcessError:
-            pass  # not running (a test left it stopped, or it never started)
         shutil.rmtree(root, ignore_errors=True)
 
 
@@ -162,7 +163,5 @@ def pg_server() -> Iterator[PgServer]:
 def pg_db(pg_server: PgServer) -> Iterator[PgDatabase]:
     db = pg_server.create_database()
     yield db
-    try:
+    with contextlib.suppress(Exception):  # down after a failed outage test: the session ends it
         pg_server.drop_database(db.name)
-    except Exception:  # the server is down after a failed outage test: the session ends it
-        pass

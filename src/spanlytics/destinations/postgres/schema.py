@@ -101,11 +101,16 @@ class SchemaTooNew(SchemaError):
 def schema_version(conn: psycopg.Connection[tuple[object, ...]]) -> int | None:
     """The schema version, None when the database has no spanlytics schema (in the
     ``search_path``); raises :class:`SchemaError` for a ``requests`` table of someone else."""
-    found = conn.execute(
-        "SELECT to_regclass('spanlytics_schema') IS NOT NULL, to_regclass('requests') IS NOT NULL"
-    ).fetchone()
-    assert found is not None
-    has_version, has_requests = found
+    # The catalog read as a table, with this statement's snapshot: to_regclass() reads a cache
+    # that may not have seen a table another process committed while we waited for the lock.
+    tables = {
+        name
+        for (name,) in conn.execute(
+            "SELECT tablename FROM pg_catalog.pg_tables WHERE schemaname = current_schema() "
+            "AND tablename IN ('spanlytics_schema', 'requests')"
+        )
+    }
+    has_version, has_requests = "spanlytics_schema" in tables, "requests" in tables
     if not has_version:
         if has_requests:
             raise SchemaError("the database holds a requests table but no spanlytics schema version")
