@@ -307,3 +307,24 @@ def test_reader_errors_are_one_line_without_the_password(pg_db: PgDatabase) -> N
     with pytest.raises(StoreError) as raised:
         PostgresReader(pg_db.server.url("no_such_db"))
     assert "does not exist" in str(raised.value) and WRITER_PASSWORD not in str(raised.value)
+
+
+def test_without_psycopg_one_line_names_the_extra(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import sys
+
+    from spanlytics.destinations.registry import build_destinations
+
+    monkeypatch.setitem(sys.modules, "psycopg", None)  # as if it were not installed
+    env = {"SPANLYTICS_DESTINATIONS": "postgres,local", "SPANLYTICS_POSTGRES_URL": "postgresql://a:pw-x@h/d"}
+    with caplog.at_level(logging.WARNING, logger="spanlytics"):
+        built = build_destinations(Settings.resolve(env))
+    assert [d.name for d in built] == ["postgres", "local"]
+    built[0].export(sample_records(2))  # dropped, never raises
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == [
+        "the postgres destination needs psycopg: pip install 'spanlytics[postgres]'; it is not used"
+    ]
+    for destination in built:
+        destination.shutdown()
