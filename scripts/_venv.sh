@@ -1,5 +1,6 @@
 # Sourced by the set-up scripts: create a virtualenv if needed and install spanlytics (editable,
-# with every framework extra) plus the PEP 735 dependency group "$1" ("test" or "examples") from
+# with every framework extra and postgres) plus the PEP 735 dependency group "$1" ("test" or
+# "examples") from
 # PyPI, pinned by a constraints file.
 #   VENV         the virtualenv's folder (default .venv)
 #   CONSTRAINTS  the OpenTelemetry versions to install (default constraints/otel-newest.txt)
@@ -14,4 +15,4 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 # dependency groups (--group) need pip >= 25.1
 "$VENV/bin/python" -m pip install --quiet --upgrade "pip>=25.1"
-"$VENV/bin/python" -m pip install --quiet -c "$CONSTRAINTS" -e ".[fastapi,flask,starlette]" --group "$1"
+"$VENV/bin/python" -m pip install --quiet -c "$CONSTRAINTS" -e ".[fastapi,flask,starlette,postgres]" --group "$1"

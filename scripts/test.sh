@@ -18,6 +18,13 @@ if ! command -v wrk >/dev/null 2>&1; then
     [ "$(id -u)" -eq 0 ] || SUDO="sudo -n"
     $SUDO apt-get update -qq && $SUDO apt-get install -y -qq wrk >/dev/null
 fi
+# the postgres tests start a real server (tests/support/postgres.py): Debian's postgresql,
+# whose initdb and pg_ctl are in /usr/lib/postgresql/<version>/bin, not on PATH
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null 2>&1; then
+    SUDO=""
+    [ "$(id -u)" -eq 0 ] || SUDO="sudo -n"
+    $SUDO apt-get update -qq && $SUDO apt-get install -y -qq postgresql >/dev/null
+fi
 
 oldest_python() {
     local candidate
