@@ -174,6 +174,7 @@ class SettingsArgs(TypedDict, total=False):
     http_url: str | None
     http_headers: str | Sequence[str] | None
     http_gzip: bool | None
+    postgres_url: str | None
 
 
 @dataclass(frozen=True)

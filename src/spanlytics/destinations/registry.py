@@ -17,6 +17,7 @@ A destination registered later (a plug-in, a test) works the same way, through t
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -89,7 +90,10 @@ class DestinationRegistry:
             required = entry.options.required
             if required is not None and not getattr(options, required):
                 variable = variable_of(f"{name}_{required}")
-                _logger.warning("the %s destination needs %s; it is not used", name, variable)
+                # A variable that is set but was invalid has had its warning, which says why
+                # (and this one would only repeat it): one line per mistake.
+                if not os.environ.get(variable, "").strip():
+                    _logger.warning("the %s destination needs %s; it is not used", name, variable)
                 continue
             destinations.append(entry.build(settings, options))
         return destinations

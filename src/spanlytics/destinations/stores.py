@@ -1,7 +1,9 @@
 """The stores behind one interface: what the report (and the dashboard) read, and pruning.
 
-``db`` is a SQLite path (the local store) or a ``postgresql://`` URL (the PostgreSQL store);
-the callers never care which::
+This module holds the interface (:class:`StoreReader`, the row shapes, :class:`StoreError`,
+:class:`Pruned`), which each store implements; :mod:`spanlytics.destinations.any_store`
+opens the right one for a ``db`` that is a SQLite path (the local store) or a
+``postgresql://`` URL (the PostgreSQL store), so that callers never care which::
 
     with open_reader("./spanlytics.db") as reader:          # or "postgresql://..."
         for row in reader.endpoint_rollups(from_minute=None):
@@ -18,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -32,9 +34,6 @@ __all__ = [
     "RawRow",
     "StoreError",
     "StoreReader",
-    "is_postgres_url",
-    "open_reader",
-    "prune",
 ]
 
 EndpointRollupRow = tuple[
@@ -90,42 +89,3 @@ class Pruned:
 
     def __add__(self, other: Pruned) -> Pruned:
         return Pruned(self.records + other.records, self.rollup_rows + other.rollup_rows)
-
-
-def is_postgres_url(db: str) -> bool:
-    return db.startswith(("postgresql://", "postgres://"))
-
-
-def open_reader(db: str) -> StoreReader:
-    """A reader of the store at ``db`` (a path or a PostgreSQL URL)."""
-    if is_postgres_url(db):
-        from spanlytics.destinations.postgres.reader import PostgresReader
-
-        return PostgresReader(db)
-    from spanlytics.destinations.local.reader import LocalReader
-
-    return LocalReader(db)
-
-
-def prune(
-    db: str,
-    *,
-    older_than_s: float | None,
-    rollups_older_than_s: float | None = None,
-    now_ns: int | None = None,
-) -> Pruned:
-    """Delete the records older than ``older_than_s`` (and the rollup minutes older than
-    ``rollups_older_than_s``) now, in small transactions that never block writers for long;
-    None leaves that kind alone."""
-    kwargs: dict[str, Any] = {
-        "older_than_s": older_than_s,
-        "rollups_older_than_s": rollups_older_than_s,
-        "now_ns": now_ns,
-    }
-    if is_postgres_url(db):
-        from spanlytics.destinations.postgres.retention import prune_postgres
-
-        return prune_postgres(db, **kwargs)
-    from spanlytics.destinations.local.retention import prune_local
-
-    return prune_local(db, **kwargs)
