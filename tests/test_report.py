@@ -15,8 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from spanlytics.consumer import Consumer
-from spanlytics.destinations.local import LocalStore, SchemaError
-from spanlytics.destinations.local import LocalReader
+from spanlytics.destinations.local import LocalReader, LocalStore, SchemaError
 from spanlytics.destinations.rollups import ERROR_BOUND, MINUTE_NS
 from spanlytics.record import RequestRecord
 from spanlytics.report import (
@@ -238,15 +237,15 @@ def test_format_report_tables(db: Path) -> None:
     items = report["endpoints"][0]
     shown = [f"{items[f'p{pct}_ms']:,.1f}" for pct in (50, 95, 99)]
     assert endpoints[2].split() == ["GET", "/items/{item_id}", "100", "11.0", *shown, "0", "505"]
-    assert [abs(float(v) - pct) <= pct * ERROR_BOUND + 0.05 for v, pct in zip(shown, (50, 95, 99))] == [
-        True
-    ] * 3
+    for value, pct in zip(shown, (50, 95, 99), strict=True):
+        assert abs(float(value) - pct) <= pct * ERROR_BOUND + 0.05
     assert endpoints[4].split()[:4] == ["GET", "(unmatched)", "2", "100.0"]
     assert endpoints[4].split()[-2:] == ["-", "-"]
     assert len({len(line) for line in endpoints}) == 1  # numbers are right-aligned in columns
     consumers = table(text, "Consumers")
     assert cells(consumers[0]) == [
-        "CONSUMER", "NAME", "GROUP", "COUNT", "ERRORS", "5XX", "P50 MS", "P95 MS", "P99 MS", "REQ B", "RESP B",
+        "CONSUMER", "NAME", "GROUP", "COUNT", "ERRORS", "5XX",
+        "P50 MS", "P95 MS", "P99 MS", "REQ B", "RESP B",
     ]  # fmt: skip
     assert consumers[2].split()[:6] == ["(none)", "-", "-", "101", "12", "1"]
     assert consumers[3].split()[:6] == ["acme", "Acme", "enterprise", "3", "1", "2"]
