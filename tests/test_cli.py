@@ -147,3 +147,59 @@ def test_version_and_help(tmp_path: Path) -> None:
     ).stdout
     db_help = next(line for line in helptext.splitlines() if line.strip().startswith("--db"))
     assert "SQLite file" in db_help and "SPANLYTICS_LOCAL_PATH" in db_help
+    assert "SPANLYTICS_POSTGRES_URL" in db_help
+
+
+SPANLYTICS_SCRIPT = str(Path(sys.executable).parent / "spanlytics")
+
+
+def run_script(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """The installed ``spanlytics`` console script, importing this worktree's package."""
+    src = str(ROOT / "src")
+    environ = {**os.environ, "PYTHONPATH": src, **(env or {})}
+    return subprocess.run([SPANLYTICS_SCRIPT, *args], capture_output=True, text=True, timeout=60, env=environ)
+
+
+def aged_store(path: Path) -> Path:
+    day = 86400 * 10**9
+    now = time.time_ns()
+    records = [
+        RequestRecord(
+            record_id=f"r-{n}", trace_id=f"{n:032x}", span_id=f"{n:016x}",
+            start_time_ns=now - (10 * day if n < 1234 else 60_000_000_000), duration_ms=1.0,
+            method="GET", route="/a", path="/a", url="http://api.test/a", query="", status=200,
+        )
+        for n in range(1240)
+    ]  # fmt: skip
+    store = LocalStore(path)
+    store.export(records)
+    store.shutdown()
+    return path
+
+
+def test_prune_removes_old_records_and_says_so(tmp_path: Path) -> None:
+    db = aged_store(tmp_path / "s.db")
+    done = run_script("prune", "--db", str(db), "--older-than", "7d")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "removed 1,234 request records older than 7d"
+    report = json.loads(run_script("report", "--db", str(db), "--json").stdout)
+    assert report["total"] == 1240  # the rollups still count them
+    assert json.loads(run_script("report", "--db", str(db), "--since", "1h", "--json").stdout)["total"] == 6
+    again = run_script("prune", "--db", str(db), "--older-than", "7d", "--rollups-older-than", "7d", "--json")
+    assert json.loads(again.stdout)["records"] == 0 and json.loads(again.stdout)["rollup_rows"] >= 1
+
+
+def test_prune_errors(tmp_path: Path) -> None:
+    bad = run_script("prune", "--db", str(tmp_path / "x.db"), "--older-than", "soon")
+    assert bad.returncode == 2 and "invalid duration" in bad.stderr and "Traceback" not in bad.stderr
+    missing = run_script("prune", "--db", str(tmp_path / "x.db"), "--older-than", "7d")
+    assert missing.returncode == 1 and "no spanlytics database" in missing.stderr
+    assert len(missing.stderr.strip().splitlines()) == 1 and not (tmp_path / "x.db").exists()
+
+
+def test_report_db_defaults_to_the_postgres_url_when_set(tmp_path: Path) -> None:
+    helptext = run_script("report", "--help", env={"COLUMNS": "300"}).stdout
+    assert "SPANLYTICS_POSTGRES_URL" in helptext and "postgresql://" in helptext
+    db = aged_store(tmp_path / "s.db")
+    local = run_script("report", "--json", env={"SPANLYTICS_LOCAL_PATH": str(db)})
+    assert json.loads(local.stdout)["total"] == 1240

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import sqlite3
+import time
 from multiprocessing.synchronize import Event as EventType
 from pathlib import Path
 
@@ -27,6 +28,8 @@ from tests.support.servers import free_port, gunicorn_argv, poll_until, start_se
 
 BATCH = 256
 BATCHES_PER_PROCESS = 20
+# Recent enough that the default retention (30 days) keeps every record the tests write.
+BASE_NS = time.time_ns() - 2 * 3600 * 1_000_000_000
 
 
 def make_record(i: int, prefix: str = "r", **overrides: object) -> RequestRecord:
@@ -34,7 +37,7 @@ def make_record(i: int, prefix: str = "r", **overrides: object) -> RequestRecord
         "record_id": f"{prefix}-{i}",
         "trace_id": f"{i:032x}",
         "span_id": f"{i:016x}",
-        "start_time_ns": 1_700_000_000_000_000_000 + i * 1_000_000,
+        "start_time_ns": BASE_NS + i * 1_000_000,
         "duration_ms": 1.5 + i,
         "method": "GET",
         "route": "/items/{item_id}",
@@ -53,7 +56,7 @@ def full_record() -> RequestRecord:
         record_id="full-1",
         trace_id="0af7651916cd43dd8448eb211c80319c",
         span_id="b7ad6b7169203331",
-        start_time_ns=1_700_000_000_123_456_789,
+        start_time_ns=BASE_NS + 123_456_789,
         duration_ms=12.345678901234,
         method="POST",
         route="/orders/{order_id}",
@@ -305,7 +308,7 @@ def table_info(path: Path) -> list[tuple[object, ...]]:
 def test_v1_file_written_earlier_opens_and_keeps_its_rows(tmp_path: Path) -> None:
     old = tmp_path / "old.db"
     write_v1_file(old)
-    store = LocalStore(old)
+    store = LocalStore(old, retention_s=None)  # its record is from 1970
     store.export([make_record(1)])
     assert store.dropped == 0
     assert user_version(old) == SCHEMA_VERSION
@@ -332,7 +335,7 @@ def test_a_later_migration_adds_a_column_to_a_v1_file(
     v2 = ("ALTER TABLE requests ADD COLUMN region TEXT",)
     monkeypatch.setattr(schema_module, "MIGRATIONS", (*local.MIGRATIONS, v2))
     monkeypatch.setattr(schema_module, "SCHEMA_VERSION", SCHEMA_VERSION + 1)
-    store = LocalStore(old)
+    store = LocalStore(old, retention_s=None)
     store.export([make_record(1)])
     assert store.dropped == 0
     assert user_version(old) == SCHEMA_VERSION + 1

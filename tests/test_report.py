@@ -11,10 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from spanlytics.consumer import Consumer
-from spanlytics.destinations.local import LocalStore, SchemaError
-from spanlytics.destinations.local.queries import consumers_query, endpoints_query
+from spanlytics.destinations.local import LocalReader, LocalStore, SchemaError
+from spanlytics.destinations.rollups import ERROR_BOUND, MINUTE_NS
 from spanlytics.record import RequestRecord
 from spanlytics.report import (
     MAX_SINCE_S,
@@ -47,7 +49,7 @@ def make_record(n: int, **overrides: object) -> RequestRecord:
 
 
 def write(path: Path, records: list[RequestRecord]) -> Path:
-    store = LocalStore(path)
+    store = LocalStore(path, retention_s=None, rollup_retention_s=None)  # records of November 2023
     store.export(records)
     store.shutdown()
     assert store.dropped == 0
@@ -81,11 +83,22 @@ def db(tmp_path: Path) -> Path:
     return write(tmp_path / "spanlytics.db", records)
 
 
+def close_to(reported: float | None, values: list[float], pct: int) -> bool:
+    """Within ERROR_BOUND (relatively) of the exact nearest-rank percentile of ``values``."""
+    exact = percentile(sorted(values), pct)
+    assert reported is not None and exact is not None
+    return abs(reported - exact) <= ERROR_BOUND * exact * (1 + 1e-9)
+
+
 def test_endpoints_with_exact_values(db: Path) -> None:
     report = build_report(db, now_ns=NOW_NS)
     assert report["total"] == 105
     assert report["since"] is None
     items, orders, unmatched = report["endpoints"]
+    for entry, durations in ((items, [float(ms) for ms in range(1, 101)]), (orders, [5.0, 7.0, 6.0])):
+        for pct in (50, 95, 99):
+            assert close_to(entry.pop(f"p{pct}_ms"), durations, pct), (entry, pct)
+    assert close_to(unmatched["p50_ms"], [0.5, 0.25], 50)
     assert items == {
         "method": "GET",
         "route": "/items/{item_id}",
@@ -94,25 +107,26 @@ def test_endpoints_with_exact_values(db: Path) -> None:
         "error_count": 11,  # ten 404s and one 500
         "server_error_count": 1,
         "error_rate": 0.11,
-        "p50_ms": 50.0,
-        "p95_ms": 95.0,
-        "p99_ms": 99.0,
         "mean_request_size": 0.0,
         "mean_response_size": 505.0,  # mean of 10..1000 in steps of 10
     }
     assert orders["route"] == "/orders" and orders["count"] == 3
     # 503 and the crashed request (no status) are server errors; only the 503 is >= 400.
     assert (orders["error_count"], orders["server_error_count"]) == (1, 2)
-    assert (orders["p50_ms"], orders["p95_ms"], orders["p99_ms"]) == (6.0, 7.0, 7.0)
     assert orders["mean_request_size"] == 200.0  # the 503 has no size: not counted as zero
     assert orders["mean_response_size"] is None
     assert unmatched["route"] is None and unmatched["unmatched"] is True
-    assert (unmatched["count"], unmatched["error_count"], unmatched["p50_ms"]) == (2, 2, 0.25)
+    assert (unmatched["count"], unmatched["error_count"]) == (2, 2)
 
 
 def test_consumers(db: Path) -> None:
     consumers = build_report(db, now_ns=NOW_NS)["consumers"]
-    assert consumers == [
+    acme = consumers[1]
+    for pct in (50, 95, 99):
+        assert close_to(acme[f"p{pct}_ms"], [5.0, 7.0, 6.0], pct)
+    assert (acme["mean_request_size"], acme["mean_response_size"]) == (200.0, None)
+    keys = ("consumer_id", "name", "group", "count", "error_count", "server_error_count")
+    assert [{k: c[k] for k in keys} for c in consumers] == [
         {"consumer_id": None, "name": None, "group": None, "count": 101, "error_count": 12,
          "server_error_count": 1},
         {"consumer_id": "acme", "name": "Acme", "group": "enterprise", "count": 3, "error_count": 1,
@@ -213,29 +227,29 @@ def cells(line: str) -> list[str]:
 
 
 def test_format_report_tables(db: Path) -> None:
-    text = format_report(build_report(db, now_ns=NOW_NS))
+    report = build_report(db, now_ns=NOW_NS)
+    text = format_report(report)
     assert text.splitlines()[0] == "105 requests (all time)"
     endpoints = table(text, "Endpoints")
     assert cells(endpoints[0]) == [
         "METHOD", "ROUTE", "COUNT", "ERR %", "P50 MS", "P95 MS", "P99 MS", "REQ B", "RESP B",
     ]  # fmt: skip
-    assert endpoints[2].split() == [
-        "GET",
-        "/items/{item_id}",
-        "100",
-        "11.0",
-        "50.0",
-        "95.0",
-        "99.0",
-        "0",
-        "505",
-    ]
-    assert endpoints[4].split() == ["GET", "(unmatched)", "2", "100.0", "0.2", "0.5", "0.5", "-", "-"]
+    items = report["endpoints"][0]
+    shown = [f"{items[f'p{pct}_ms']:,.1f}" for pct in (50, 95, 99)]
+    assert endpoints[2].split() == ["GET", "/items/{item_id}", "100", "11.0", *shown, "0", "505"]
+    for value, pct in zip(shown, (50, 95, 99), strict=True):
+        assert abs(float(value) - pct) <= pct * ERROR_BOUND + 0.05
+    assert endpoints[4].split()[:4] == ["GET", "(unmatched)", "2", "100.0"]
+    assert endpoints[4].split()[-2:] == ["-", "-"]
     assert len({len(line) for line in endpoints}) == 1  # numbers are right-aligned in columns
     consumers = table(text, "Consumers")
-    assert cells(consumers[0]) == ["CONSUMER", "NAME", "GROUP", "COUNT", "ERRORS", "5XX"]
-    assert consumers[2].split() == ["(none)", "-", "-", "101", "12", "1"]
-    assert consumers[3].split() == ["acme", "Acme", "enterprise", "3", "1", "2"]
+    assert cells(consumers[0]) == [
+        "CONSUMER", "NAME", "GROUP", "COUNT", "ERRORS", "5XX",
+        "P50 MS", "P95 MS", "P99 MS", "REQ B", "RESP B",
+    ]  # fmt: skip
+    assert consumers[2].split()[:6] == ["(none)", "-", "-", "101", "12", "1"]
+    assert consumers[3].split()[:6] == ["acme", "Acme", "enterprise", "3", "1", "2"]
+    assert consumers[3].split()[-2:] == ["200", "-"]
     assert len({len(line) for line in consumers}) == 1
 
 
@@ -274,23 +288,35 @@ def test_build_report_rejects_windows_it_cannot_compute(db: Path, since_s: float
         build_report(db, since_s=since_s, now_ns=NOW_NS)
 
 
-def query_plan(db: Path, sql: str, params: tuple[int, ...]) -> str:
-    with sqlite3.connect(db) as conn:
-        return "\n".join(row[-1] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}", params))
+def query_plans(db: Path, run: Any) -> str:
+    """The plans of every statement ``run(reader)`` executes on a LocalReader."""
+    plans: list[str] = []
+    with LocalReader(db) as reader:
+        conn = reader._conn
+        statements: list[str] = []
+        conn.set_trace_callback(statements.append)
+        run(reader)
+        conn.set_trace_callback(None)
+        for sql in statements:
+            if sql.startswith("SELECT"):
+                plans += [row[-1] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}")]
+    return "\n".join(plans)
 
 
-@pytest.mark.parametrize("query", [endpoints_query, consumers_query], ids=["endpoints", "consumers"])
-def test_a_window_is_searched_through_the_start_time_index(db: Path, query: Any) -> None:
-    # Walking the (method, route) or consumer index to spare the sort reads every row of the
-    # store whatever the window: 2.9 s for one hour of a 1M-record store, against 0.04 s.
-    plan = query_plan(db, *query(NOW_NS - 3600 * SECOND_NS))
-    assert "SEARCH requests USING INDEX requests_start_time (start_time_ns>?)" in plan, plan
-    # all time: one scan of the table in storage order, no index lookups row by row
-    plan = query_plan(db, *query(None))
-    assert plan.startswith("SCAN requests") and "INDEX" not in plan, plan
+def test_a_window_is_searched_through_indexes(db: Path) -> None:
+    since_ns = NOW_NS - 3600 * SECOND_NS + 1
+    minute = -(-since_ns // MINUTE_NS)
+    plan = query_plans(db, lambda r: list(r.raw_rows(since_ns, minute * MINUTE_NS)))
+    assert "SEARCH requests USING INDEX requests_start_time (start_time_ns>? AND start_time_ns<?)" in plan
+    plan = query_plans(db, lambda r: (r.endpoint_rollups(minute), r.consumer_rollups(minute)))
+    for table in ("endpoint_minutes", "consumer_minutes"):  # the minutes of the first, partial hour
+        assert f"SEARCH {table} USING PRIMARY KEY (minute>? AND minute<?)" in plan, plan
+    for table in ("endpoint_hours", "consumer_hours"):
+        assert f"SEARCH {table} USING PRIMARY KEY (hour>?)" in plan, plan
+    assert "SCAN" not in plan.replace("SCAN CONSTANT ROW", ""), plan
 
 
-def test_the_window_is_the_same_with_and_without_the_index(db: Path) -> None:
+def test_the_window_is_exact(db: Path) -> None:
     for since_s in (15, 25, 3601, MAX_SINCE_S):
         report = build_report(db, since_s=since_s, now_ns=NOW_NS)
         since_ns = report["since"]["start_time_ns"]
@@ -300,3 +326,34 @@ def test_the_window_is_the_same_with_and_without_the_index(db: Path) -> None:
             ).fetchone()
         assert report["total"] == expected
         assert sum(c["count"] for c in report["consumers"]) == expected
+
+
+def test_a_record_at_the_window_edge_is_counted_and_one_just_before_is_not(tmp_path: Path) -> None:
+    minute_start = (NOW_NS // MINUTE_NS - 5) * MINUTE_NS
+    since_ns = minute_start + 20 * SECOND_NS  # inside a minute: the partial minute is read raw
+    at, before = since_ns, since_ns - 1
+    later = [minute_start + MINUTE_NS * k + 7 for k in range(1, 5)]  # whole minutes after it
+    records = [make_record(1, start_time_ns=at), make_record(2, start_time_ns=before)]
+    records += [make_record(10 + k, start_time_ns=t) for k, t in enumerate(later)]
+    records.append(make_record(3, start_time_ns=minute_start + 5))  # same minute, before the window
+    db = write(tmp_path / "edge.db", records)
+    report = build_report(db, since_s=(NOW_NS - since_ns) / 1e9, now_ns=NOW_NS)
+    assert report["since"]["start_time_ns"] == since_ns
+    assert report["total"] == 1 + len(later)
+    assert build_report(db, since_s=(NOW_NS - before) / 1e9, now_ns=NOW_NS)["total"] == 2 + len(later)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.floats(min_value=0.001, max_value=120_000.0), min_size=1, max_size=300))
+def test_percentiles_are_within_the_bound_of_nearest_rank(durations: list[float]) -> None:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        records = [
+            make_record(n, duration_ms=ms, start_time_ns=NOW_NS - (n % 180) * SECOND_NS)
+            for n, ms in enumerate(durations)
+        ]
+        (entry,) = build_report(write(Path(tmp) / "p.db", records), now_ns=NOW_NS)["endpoints"]
+        assert entry["count"] == len(durations)
+        for pct in (50, 95, 99):
+            assert close_to(entry[f"p{pct}_ms"], durations, pct), (pct, sorted(durations))

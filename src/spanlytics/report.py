@@ -1,23 +1,30 @@
-"""Per-endpoint and per-consumer summaries of a local store, as JSON-ready data or text tables.
+"""Per-endpoint and per-consumer summaries of a store, as JSON-ready data or text tables.
 
-The rows come from the store's reader (:class:`~spanlytics.destinations.local.LocalReader`,
-whose SQL lives beside the schema in ``destinations/local/queries.py``); this module adds
-them up and formats them.
+The numbers come from the store's per-minute rollups through the one reader interface
+(:func:`spanlytics.destinations.stores.open_reader`: a SQLite path or a ``postgresql://``
+URL); this module adds them up and formats them::
 
     report = build_report("./spanlytics.db", since_s=parse_duration("24h"))
     print(format_report(report))
 
 Deliberate choices:
 
-* Percentiles use the **nearest-rank** method: ``pN`` is the smallest stored duration with at
-  least N% of the group's durations at or below it (``sorted[ceil(N/100 * n) - 1]``). It is
-  always an observed value, so 1..100 ms gives p50=50, p95=95, p99=99 exactly.
+* Percentiles come from the rollups' latency histograms (logarithmic buckets): ``pN`` is the
+  nearest-rank percentile over the buckets, reported as the bucket's value, so it is within
+  :data:`ERROR_BOUND` (2.17%, relatively) of the exact nearest-rank value of the same
+  requests (``sorted[ceil(N/100 * n) - 1]``, what :func:`percentile` computes). Counts, error
+  counts and mean sizes are exact.
+* A window (``since_s``) is exact too: whole minutes come from the rollups, and the records
+  of its first, partial minute are read one by one (``raw_rows``).
 * Errors follow :class:`~spanlytics.record.RequestRecord`: ``error_count`` counts
   status >= 400; ``server_error_count`` counts status >= 500 *or* no status at all (the app
   crashed before responding), so it can exceed ``error_count``.
 * Requests that matched no route keep ``route: null`` with ``"unmatched": true`` in the data;
   only the text table labels them ``(unmatched)``.
-* A consumer's ``name``/``group`` are the latest non-null values among the reported requests.
+* Consumers get the same figures as endpoints. A consumer's ``name``/``group`` are the latest
+  non-null values the store has seen for it (in any window).
+* Rollups are kept longer than records (``SPANLYTICS_ROLLUP_RETENTION``, 400 days, against
+  30 for records), so an all-time report still counts requests whose records are gone.
 """
 
 from __future__ import annotations
@@ -25,15 +32,23 @@ from __future__ import annotations
 import datetime as dt
 import os
 import time
-from collections.abc import Iterator, Sequence
-from itertools import groupby
+from collections.abc import Sequence
 from typing import Any
 
-from spanlytics.destinations.local.reader import ConsumerRow, EndpointRow, LocalReader
+from spanlytics.destinations.rollups import (
+    ERROR_BOUND,
+    MINUTE_NS,
+    Tally,
+    key_value,
+    parse_hist,
+    percentile_of,
+)
+from spanlytics.destinations.stores import StoreReader, is_postgres_url, open_reader
 from spanlytics.durations import MAX_SINCE_S, parse_duration
 from spanlytics.durations import check_window as _check_window
 
 __all__ = [
+    "ERROR_BOUND",
     "MAX_SINCE_S",
     "build_report",
     "format_report",
@@ -58,74 +73,77 @@ def _mean(total: int, count: int) -> float | None:
     return total / count if count else None
 
 
-def _endpoints(rows: Iterator[EndpointRow]) -> list[dict[str, Any]]:
-    # One ordered pass: rows arrive grouped by endpoint with durations already sorted, so only
-    # the current endpoint's durations are held in memory.
-    endpoints = []
-    for (method, route), group in groupby(rows, key=lambda row: (row[0], row[1])):
-        durations: list[float] = []
-        errors = server_errors = 0
-        req_total = req_n = resp_total = resp_n = 0
-        for _, _, duration, status, req_size, resp_size in group:
-            durations.append(duration)
-            errors += status is not None and status >= 400
-            server_errors += status is None or status >= 500
-            if req_size is not None:
-                req_total, req_n = req_total + req_size, req_n + 1
-            if resp_size is not None:
-                resp_total, resp_n = resp_total + resp_size, resp_n + 1
-        count = len(durations)
-        entry: dict[str, Any] = {
-            "method": method,
-            "route": route,
-            "unmatched": route is None,
-            "count": count,
-            "error_count": errors,
-            "server_error_count": server_errors,
-            "error_rate": errors / count,
-        }
-        for pct in _PERCENTILES:
-            entry[f"p{pct}_ms"] = percentile(durations, pct)
-        entry["mean_request_size"] = _mean(req_total, req_n)
-        entry["mean_response_size"] = _mean(resp_total, resp_n)
-        endpoints.append(entry)
-    endpoints.sort(key=lambda e: (-e["count"], e["method"], e["route"] is None, e["route"] or ""))
-    return endpoints
+def _tally(row: Sequence[Any], keys: int) -> Tally:
+    """A rollup row's tally (the columns after its ``keys`` key columns)."""
+    tally = Tally(*row[keys:-1])
+    tally.hist = parse_hist(row[-1])
+    return tally
 
 
-def _consumers(rows: Iterator[ConsumerRow]) -> list[dict[str, Any]]:
-    consumers = []
-    for consumer_id, group in groupby(rows, key=lambda row: row[0]):
-        entry: dict[str, Any] = {
-            "consumer_id": consumer_id,
-            "name": None,
-            "group": None,
-            "count": 0,
-            "error_count": 0,
-            "server_error_count": 0,
-        }
-        for _, name, label, status in group:  # oldest first: later non-null labels win
-            entry["name"] = name if name is not None else entry["name"]
-            entry["group"] = label if label is not None else entry["group"]
-            entry["count"] += 1
-            entry["error_count"] += status is not None and status >= 400
-            entry["server_error_count"] += status is None or status >= 500
-        consumers.append(entry)
-    consumers.sort(key=lambda c: (-c["count"], c["consumer_id"] is None, c["consumer_id"] or ""))
-    return consumers
+def _summary(tally: Tally) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "count": tally.count,
+        "error_count": tally.errors,
+        "server_error_count": tally.server_errors,
+        "error_rate": tally.errors / tally.count if tally.count else 0.0,
+    }
+    for pct in _PERCENTILES:
+        entry[f"p{pct}_ms"] = percentile_of(tally.hist, pct)
+    entry["mean_request_size"] = _mean(tally.request_size_sum, tally.request_size_n)
+    entry["mean_response_size"] = _mean(tally.response_size_sum, tally.response_size_n)
+    return entry
+
+
+def _add(into: dict[Any, Tally], key: Any, tally: Tally) -> None:
+    if key in into:
+        into[key].merge(tally)
+    else:
+        into[key] = tally
+
+
+def _window(
+    reader: StoreReader, since_ns: int | None
+) -> tuple[dict[tuple[str, str | None], Tally], dict[str | None, Tally]]:
+    """Tallies per endpoint and per consumer: whole minutes from the rollups, and the records
+    of the window's first, partial minute one by one, so the window is exact."""
+    endpoints: dict[tuple[str, str | None], Tally] = {}
+    consumers: dict[str | None, Tally] = {}
+    from_minute = None if since_ns is None else -(-since_ns // MINUTE_NS)
+    for row in reader.endpoint_rollups(from_minute):
+        _add(endpoints, (row[0], key_value(row[1])), _tally(row, 3))
+    for crow in reader.consumer_rollups(from_minute):
+        _add(consumers, key_value(crow[0]), _tally(crow, 2))
+    if since_ns is not None and from_minute is not None and since_ns < from_minute * MINUTE_NS:
+        for method, route, consumer_id, status, duration_ms, req, resp in reader.raw_rows(
+            since_ns, from_minute * MINUTE_NS
+        ):
+            for tally in (
+                endpoints.setdefault((method, route), Tally()),
+                consumers.setdefault(consumer_id, Tally()),
+            ):
+                tally.add(status, duration_ms, req, resp)
+    return endpoints, consumers
+
+
+def _open(db: str | os.PathLike[str]) -> StoreReader:
+    text = os.fspath(db)
+    return open_reader(text if is_postgres_url(text) else os.path.expanduser(text))
 
 
 def build_report(
-    path: str | os.PathLike[str], since_s: float | None = None, now_ns: int | None = None
+    db: str | os.PathLike[str], since_s: float | None = None, now_ns: int | None = None
 ) -> dict[str, Any]:
-    """Summarise the requests in a local store, optionally only the last ``since_s`` seconds.
+    """Summarise the requests in a store (a SQLite path or a ``postgresql://`` URL), optionally
+    only the last ``since_s`` seconds.
 
     Returns ``{"endpoints": [...], "consumers": [...], "total": n, "since": ...}`` where
     ``since`` is ``None`` (everything) or ``{"seconds", "start_time_ns", "start"}`` (ISO 8601,
     UTC). Endpoints and consumers are sorted by request count, highest first.
 
-    Raises :class:`FileNotFoundError` when there is no database at ``path`` and
-    :class:`ValueError` when ``since_s`` is not in (0, :data:`MAX_SINCE_S`].
+    Raises :class:`FileNotFoundError` when there is no database at a path,
+    :class:`~spanlytics.destinations.stores.StoreError` (or its subclass for SQLite files,
+    ``SchemaError``) when the store cannot be read, and :class:`ValueError` when ``since_s``
+    is not in (0, :data:`MAX_SINCE_S`].
     """
     since: dict[str, Any] | None = None
     since_ns: int | None = None
@@ -139,9 +157,22 @@ def build_report(
             "start_time_ns": since_ns,
             "start": start.isoformat(timespec="seconds").replace("+00:00", "Z"),
         }
-    with LocalReader(path) as reader:  # one snapshot for both tables
-        endpoints = _endpoints(reader.endpoint_rows(since_ns))
-        consumers = _consumers(reader.consumer_rows(since_ns))
+    with _open(db) as reader:  # one snapshot for both tables
+        endpoint_tallies, consumer_tallies = _window(reader, since_ns)
+        labels = {cid: (name, group) for cid, name, group in reader.consumer_labels()}
+    endpoints = [
+        {"method": method, "route": route, "unmatched": route is None, **_summary(tally)}
+        for (method, route), tally in endpoint_tallies.items()
+        if tally.count
+    ]
+    endpoints.sort(key=lambda e: (-e["count"], e["method"], e["route"] is None, e["route"] or ""))
+    consumers = []
+    for consumer_id, tally in consumer_tallies.items():
+        if not tally.count:
+            continue
+        name, group = labels.get(consumer_id, (None, None)) if consumer_id is not None else (None, None)
+        consumers.append({"consumer_id": consumer_id, "name": name, "group": group, **_summary(tally)})
+    consumers.sort(key=lambda c: (-c["count"], c["consumer_id"] is None, c["consumer_id"] or ""))
     return {
         "endpoints": endpoints,
         "consumers": consumers,
@@ -206,9 +237,26 @@ def format_report(report: dict[str, Any]) -> str:
             _cell(c["count"]),
             _cell(c["error_count"]),
             _cell(c["server_error_count"]),
+            _cell(c.get("p50_ms")),
+            _cell(c.get("p95_ms")),
+            _cell(c.get("p99_ms")),
+            _cell(c.get("mean_request_size"), 0),
+            _cell(c.get("mean_response_size"), 0),
         ]
         for c in report["consumers"]
     ]
-    headers = ["CONSUMER", "NAME", "GROUP", "COUNT", "ERRORS", "5XX"]
+    headers = [
+        "CONSUMER",
+        "NAME",
+        "GROUP",
+        "COUNT",
+        "ERRORS",
+        "5XX",
+        "P50 MS",
+        "P95 MS",
+        "P99 MS",
+        "REQ B",
+        "RESP B",
+    ]
     lines += ["Consumers", *_table(headers, consumer_rows, left=3)]
     return "\n".join(lines)

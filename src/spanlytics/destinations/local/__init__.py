@@ -29,9 +29,21 @@ Deliberate choices:
   ``./data/spanlytics.db`` just works. A parent that exists but is not a directory, or one
   that cannot be created, drops the batch with a warning as any other write error does.
 
-Modules: ``options`` (``local_path``), ``schema`` (columns, migrations, rows), ``store``
-(:class:`LocalStore`), ``reader`` (:func:`iter_records`, :class:`LocalReader`) and
-``queries`` (the report's SQL).
+* Each batch also adds its new records (ids the file did not hold yet) to per-minute and
+  per-hour rollups in the same transaction, so a replayed batch counts once; the report reads
+  the rollups (schema version 2; a version-1 file is migrated, and backfilled, by its next
+  writer, while readers add its records up instead).
+* After a batch, records older than ``SPANLYTICS_RETENTION`` (30 days) and rollups older than
+  ``SPANLYTICS_ROLLUP_RETENTION`` (400 days) are deleted a chunk of 1,000 rows at a time (at
+  most one chunk per batch, at most once a minute once none are left). Past
+  ``SPANLYTICS_LOCAL_MAX_MB`` (1024) of used pages the oldest records go first, down to 90%
+  of it, never the batch just written; rollups are not removed by the cap (they are small).
+  New files use ``auto_vacuum = INCREMENTAL``, so freed pages go back to the file system.
+
+Modules: ``options`` (``local_path``, ``local_max_mb``), ``schema`` (columns, migrations,
+rows), ``rollup_sql`` (the rollup tables and upserts), ``store`` (:class:`LocalStore`),
+``reader`` (:func:`iter_records`, :class:`LocalReader`) and ``retention``
+(:func:`~spanlytics.destinations.local.retention.prune_local`, the size cap).
 """
 
 from spanlytics.destinations.local.options import DEFAULT_PATH, LocalOptions

@@ -1,26 +1,35 @@
-"""Reading a local store: read-only connections and the stored records, for the report and tests."""
+"""Reading a local store: read-only connections, the stored records and the rollups (the
+:class:`~spanlytics.destinations.stores.StoreReader` of a SQLite file)."""
 
 from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
-from spanlytics.destinations.local.queries import consumers_query, endpoints_query
+from spanlytics.destinations.local.rollup_sql import tally_rows
 from spanlytics.destinations.local.schema import (
     COLUMNS,
     DEFAULT_BUSY_TIMEOUT_S,
+    ROLLUP_VERSION,
     SchemaError,
     from_row,
     user_version,
 )
+from spanlytics.destinations.rollups import (
+    MINUTE_NS,
+    TALLY_COLUMNS,
+    Rollups,
+    Tally,
+    add_hist,
+    hist_json,
+    key_value,
+    parse_hist,
+)
+from spanlytics.destinations.stores import ConsumerRollupRow, EndpointRollupRow, RawRow
 from spanlytics.record import RequestRecord
-
-EndpointRow = tuple[str, "str | None", float, "int | None", "int | None", "int | None"]
-"""method, route, duration_ms, status, request_size, response_size"""
-ConsumerRow = tuple["str | None", "str | None", "str | None", "int | None"]
-"""consumer_id, consumer_name, consumer_group, status"""
 
 _SELECT = f"SELECT {', '.join(COLUMNS)} FROM requests"
 _MIN_NS = -(2**63)
@@ -70,19 +79,68 @@ def iter_records(path: str | os.PathLike[str], since_ns: int | None = None) -> I
     return rows()
 
 
+_TALLY_SUMS = ", ".join(f"sum({c})" for c in TALLY_COLUMNS if c != "hist")
+_RAW = "method, route, consumer_id, status, duration_ms, request_size, response_size"
+_LABEL_ROWS = (
+    "SELECT start_time_ns, method, route, status, duration_ms, request_size, response_size, "
+    "consumer_id, consumer_name, consumer_group FROM requests WHERE start_time_ns >= ?"
+)
+
+
+class _HistSum:
+    """The SQL aggregate ``spanlytics_hist_sum(hist)``: histograms of a group added up."""
+
+    def __init__(self) -> None:
+        self.hist: dict[int, int] = {}
+
+    def step(self, value: Any, /) -> None:
+        add_hist(self.hist, parse_hist(value))
+
+    def finalize(self) -> str:
+        return hist_json(self.hist)
+
+
+def _rows(tallies: Mapping[tuple[Any, ...], Tally]) -> list[Any]:
+    """Tallies as reader rows: the key (None for NONE in text keys) then the tally columns."""
+    return [
+        (*(key_value(v) if isinstance(v, str) else v for v in k), *t.columns())
+        for k, t in sorted(tallies.items(), key=lambda item: tuple(map(str, item[0])))
+    ]
+
+
+def _without_minutes(tallies: Mapping[tuple[Any, ...], Tally]) -> dict[tuple[Any, ...], Tally]:
+    summed: dict[tuple[Any, ...], Tally] = {}
+    for key, tally in tallies.items():
+        into = summed.get(key[1:])
+        if into is None:
+            into = summed[key[1:]] = Tally()
+        into.merge(tally)
+    return summed
+
+
 class LocalReader:
-    """One read-only snapshot of a local store: what the report reads, and nothing else::
+    """One read-only snapshot of a local store, the :class:`~spanlytics.destinations.stores.StoreReader`
+    of a SQLite file::
 
         with LocalReader("./spanlytics.db") as reader:
-            for method, route, duration_ms, status, req_size, resp_size in reader.endpoint_rows(None):
+            for method, route, status_class, count, *rest in reader.endpoint_rollups(None):
                 ...
 
     Opening raises :class:`FileNotFoundError` or :class:`SchemaError` as
     :func:`connect_for_reading` does. Every query of one ``with`` block sees the same snapshot.
+
+    Rollup rows come added up per key over the window (the protocol's row has no minute):
+    whole hours from the hour tables, the minutes of a window's first, partial hour from the
+    minute tables. A file of schema version 1 (no rollups yet: its app runs an older
+    spanlytics, and readers never migrate a file) is read by adding up its records instead:
+    the same rows, only slower.
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self._conn = connect_for_reading(path)
+        self._rollups = user_version(self._conn) >= ROLLUP_VERSION
+        self._computed: dict[int | None, Rollups] = {}
+        self._conn.create_aggregate("spanlytics_hist_sum", 1, _HistSum)  # type: ignore[arg-type]  # typeshed: finalize -> int
 
     def __enter__(self) -> LocalReader:
         self._conn.execute("BEGIN")  # one read transaction: every query sees the same snapshot
@@ -94,10 +152,68 @@ class LocalReader:
         finally:
             self._conn.close()
 
-    def endpoint_rows(self, since_ns: int | None) -> Iterator[EndpointRow]:
-        """Rows grouped by (method, route), fastest first; all time when ``since_ns`` is None."""
-        return iter(self._conn.execute(*endpoints_query(since_ns)))
+    def _from_records(self, from_minute: int | None) -> Rollups:
+        """A version-1 file's rollups, added up from its records."""
+        if from_minute not in self._computed:
+            rollups = Rollups()
+            since = _MIN_NS if from_minute is None else from_minute * MINUTE_NS
+            tally_rows(self._conn.execute(_LABEL_ROWS, (since,)), rollups)
+            self._computed[from_minute] = rollups
+        return self._computed[from_minute]
 
-    def consumer_rows(self, since_ns: int | None) -> Iterator[ConsumerRow]:
-        """Rows grouped by consumer id, oldest first; all time when ``since_ns`` is None."""
-        return iter(self._conn.execute(*consumers_query(since_ns)))
+    def _summed(self, kind: str, keys: str, from_minute: int | None) -> list[tuple[Any, ...]]:
+        """``kind`` (endpoint, consumer) rollups added up per key from ``from_minute`` on."""
+        queries: list[tuple[str, tuple[int, ...]]] = []
+        select = f"SELECT {keys}, {_TALLY_SUMS}, spanlytics_hist_sum(hist) FROM {kind}"
+        if from_minute is None:
+            queries.append((f"{select}_hours GROUP BY {keys}", ()))
+        else:
+            first_hour = -(-from_minute // 60)
+            if from_minute < first_hour * 60:  # the minutes before the first whole hour
+                queries.append((f"{select}_minutes WHERE minute >= ? AND minute < ? GROUP BY {keys}",
+                                (from_minute, first_hour * 60)))  # fmt: skip
+            queries.append((f"{select}_hours WHERE hour >= ? GROUP BY {keys}", (first_hour,)))
+        width = keys.count(",") + 1
+        tallies: dict[tuple[Any, ...], Tally] = {}
+        for sql, params in queries:
+            for row in self._conn.execute(sql, params):
+                key = row[:width]
+                tally = Tally(*row[width:-1])
+                tally.hist = parse_hist(row[-1])
+                if key in tallies:
+                    tallies[key].merge(tally)
+                else:
+                    tallies[key] = tally
+        return _rows(tallies)
+
+    def endpoint_rollups(self, from_minute: int | None) -> list[EndpointRollupRow]:
+        """(method, route, status class, tally columns...) per endpoint and status class."""
+        if not self._rollups:
+            return _rows(_without_minutes(self._from_records(from_minute).endpoints))
+        return self._summed("endpoint", "method, route, status_class", from_minute)
+
+    def consumer_rollups(self, from_minute: int | None) -> list[ConsumerRollupRow]:
+        """(consumer id, status class, tally columns...) per consumer and status class."""
+        if not self._rollups:
+            return _rows(_without_minutes(self._from_records(from_minute).consumers))
+        return self._summed("consumer", "consumer_id, status_class", from_minute)
+
+    def consumer_labels(self) -> list[tuple[str, str | None, str | None]]:
+        """(consumer id, name, group): the latest non-null name and group per consumer."""
+        if not self._rollups:
+            labels = self._from_records(None).labels
+            return [(cid, name, group) for cid, (name, group, _) in sorted(labels.items())]
+        return list(self._conn.execute("SELECT consumer_id, name, group_name FROM consumers"))
+
+    def raw_rows(self, since_ns: int, until_ns: int) -> Iterator[RawRow]:
+        """The records started in ``[since_ns, until_ns)``, through the start-time index."""
+        sql = f"SELECT {_RAW} FROM requests WHERE start_time_ns >= ? AND start_time_ns < ?"
+        return iter(self._conn.execute(sql, (since_ns, until_ns)))
+
+    def records(self, since_ns: int | None = None) -> Iterator[RequestRecord]:
+        """The stored records, oldest first (``since_ns``: started then or later)."""
+        cursor = self._conn.execute(
+            f"{_SELECT} WHERE start_time_ns >= ? ORDER BY start_time_ns, rowid",
+            (_MIN_NS if since_ns is None else since_ns,),
+        )
+        return (from_row(row) for row in cursor)

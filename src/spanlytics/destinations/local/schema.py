@@ -2,7 +2,8 @@
 
 The schema version lives in ``PRAGMA user_version``; :data:`MIGRATIONS` is applied in order
 on open. Readers of any version read the columns they know, since later versions only add
-columns.
+columns and tables. Version 2 adds the per-minute rollup tables (``rollup_sql``) and fills
+them from the records already there, in the migration's transaction.
 """
 
 from __future__ import annotations
@@ -10,11 +11,13 @@ from __future__ import annotations
 import contextlib
 import json
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from spanlytics._json import dumps
 from spanlytics.consumer import Consumer
+from spanlytics.destinations.local.rollup_sql import MIGRATION_V2_DDL, backfill
+from spanlytics.destinations.stores import StoreError
 from spanlytics.record import ExceptionInfo, MaskedField, RequestRecord
 
 DEFAULT_BUSY_TIMEOUT_S = 5.0
@@ -59,9 +62,12 @@ COLUMNS_V1: tuple[tuple[str, str], ...] = (
 )
 COLUMNS = tuple(name for name, _ in COLUMNS_V1)
 
+Step = str | Callable[[sqlite3.Connection], None]
+"""One migration step: a SQL statement, or a function run in the migration's transaction."""
+
 #: Ordered schema migrations; migration ``i`` (0-based) takes ``user_version`` from i to i+1.
 #: Append new steps (e.g. ``ALTER TABLE requests ADD COLUMN ...``); never edit old ones.
-MIGRATIONS: tuple[tuple[str, ...], ...] = (
+MIGRATIONS: tuple[tuple[Step, ...], ...] = (
     (
         "CREATE TABLE IF NOT EXISTS requests ("
         + ", ".join(f"{name} {decl}" for name, decl in COLUMNS_V1)
@@ -70,11 +76,16 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX IF NOT EXISTS requests_endpoint ON requests (method, route)",
         "CREATE INDEX IF NOT EXISTS requests_consumer ON requests (consumer_id)",
     ),
+    # 2: per-minute rollups (rollup_sql), added up from the records the file already holds
+    (*MIGRATION_V2_DDL, backfill),
 )
+ROLLUP_VERSION = 2
+"""The first version with the rollup tables: a reader of an older file computes its rollups
+from the records (the file is read-only to readers; its next writer migrates it)."""
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
-class SchemaError(Exception):
+class SchemaError(StoreError):
     """The file is not one this version of spanlytics may write (too new, or foreign)."""
 
 
@@ -171,8 +182,11 @@ def migrate(conn: sqlite3.Connection) -> None:
         version = user_version(conn)  # another process may have migrated meanwhile
         check_writable(conn, version)
         for statements in MIGRATIONS[version:]:
-            for sql in statements:
-                conn.execute(sql)
+            for step in statements:
+                if callable(step):
+                    step(conn)
+                else:
+                    conn.execute(step)
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         conn.execute("COMMIT")
     except BaseException:

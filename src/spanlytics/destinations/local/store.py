@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING
 from spanlytics._process import reset_in_child
 from spanlytics._throttle import ThrottledLogger
 from spanlytics.destinations.local.options import DEFAULT_PATH, LocalOptions
+from spanlytics.destinations.local.retention import delete_expired, trim_to_cap
+from spanlytics.destinations.local.rollup_sql import register_functions, write_rollups
 from spanlytics.destinations.local.schema import (
     COLUMNS,
     DEFAULT_BUSY_TIMEOUT_S,
@@ -25,6 +27,7 @@ from spanlytics.destinations.local.schema import (
     to_row,
     user_version,
 )
+from spanlytics.destinations.rollups import Rollups
 
 if TYPE_CHECKING:
     from spanlytics.config import Settings
@@ -33,8 +36,15 @@ if TYPE_CHECKING:
 _log = ThrottledLogger(logging.getLogger("spanlytics.destinations.local"))
 
 _PAGE_SIZE = 8192
+_DAY_S = 86400.0
+_RETENTION_EVERY_NS = 60_000_000_000  # one retention chunk a minute while nothing is left
 _ROW = f"({', '.join('?' * len(COLUMNS))})"
 _MAX_ROWS_PER_STATEMENT = 64
+
+
+@functools.lru_cache(maxsize=16)
+def _held_ids(rows: int) -> str:
+    return f"SELECT id FROM requests WHERE id IN ({', '.join('?' * rows)})"
 
 
 @functools.lru_cache(maxsize=16)
@@ -75,12 +85,15 @@ def _open_for_writing(path: str, busy_timeout_s: float) -> sqlite3.Connection:
             check_writable(conn, user_version(conn))
         finally:
             conn.execute("COMMIT")
-        # Only takes effect on a new, empty file. Rows with bodies run to a few KB: with 4 KB
+        # Only take effect on a new, empty file. Rows with bodies run to a few KB: with 4 KB
         # pages one row fills a page, with 8 KB pages the file is ~1/3 smaller and faster.
+        # Incremental auto-vacuum lets retention give freed pages back to the file system.
         conn.execute(f"PRAGMA page_size = {_PAGE_SIZE}")
+        conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
         if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
             conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
+        register_functions(conn)  # the rollup upserts (and the v2 migration's backfill) call it
         migrate(conn)
     except BaseException:
         conn.close()
@@ -104,7 +117,11 @@ class LocalStore:
         store.export(masked_records)
         store.dropped  # records that could not be written
 
-    Missing parent directories of ``path`` are created on the first write.
+    Missing parent directories of ``path`` are created on the first write. Each batch also
+    adds up its new records into the per-minute rollups, in the same transaction. After a
+    batch, records older than ``retention_s`` and rollup minutes older than
+    ``rollup_retention_s`` (None: kept) are deleted a small chunk at a time, and past
+    ``max_mb`` of used pages the oldest records go (see :mod:`.retention`).
     ``export`` never raises. When the file cannot be written (bad path, disk error, lock
     held longer than ``busy_timeout_s``, a newer schema) the batch is dropped, counted in
     :attr:`dropped` and a rate-limited warning names the path and the error type. Nothing is
@@ -118,10 +135,18 @@ class LocalStore:
         path: str | os.PathLike[str] = DEFAULT_PATH,
         *,
         busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S,
+        retention_s: float | None = 30 * _DAY_S,
+        rollup_retention_s: float | None = 400 * _DAY_S,
+        max_mb: float | None = 1024,
     ) -> None:
         self.path = os.path.expanduser(os.fspath(path))
         self.dropped = 0
         self._busy_timeout_s = busy_timeout_s
+        self.retention_s = retention_s
+        self.rollup_retention_s = rollup_retention_s
+        self.max_bytes = None if max_mb is None else int(max_mb * 2**20)
+        self._next_retention_ns = 0  # right after start
+        self._trimming = False
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
         self._identity: tuple[int, int] | None = None  # (st_dev, st_ino) of the open file
@@ -139,8 +164,9 @@ class LocalStore:
             _inherited.append(self._conn)
             self._conn = None
 
-    def _write(self, records: Sequence[RequestRecord]) -> None:
-        """One transaction, retried while another process holds the lock.
+    def _write(self, records: Sequence[RequestRecord]) -> int:
+        """One transaction, retried while another process holds the lock; returns the largest
+        rowid before the batch.
 
         SQLite honours ``busy_timeout`` for most lock waits, but not all: switching a new
         file to WAL while another process opens it, for one, fails at once with
@@ -154,19 +180,58 @@ class LocalStore:
                 conn = self._connection()
                 conn.execute("BEGIN IMMEDIATE")
                 try:
-                    self._insert(conn, records)
+                    last_rowid = conn.execute("SELECT coalesce(max(rowid), 0) FROM requests").fetchone()[0]
+                    new = self._new_records(conn, records)
+                    self._insert(conn, new)
+                    write_rollups(conn, Rollups.of(new))
                     conn.execute("COMMIT")
                 except BaseException:
                     with contextlib.suppress(sqlite3.Error):
                         conn.rollback()
                     raise
-                return
+                return int(last_rowid)
             except sqlite3.OperationalError as exc:
                 if not _is_busy(exc) or time.monotonic() + delay > deadline:
                     raise
                 self._close_connection()
                 time.sleep(delay)
                 delay = min(delay * 2, 0.5)
+
+    def _new_records(
+        self, conn: sqlite3.Connection, records: Sequence[RequestRecord]
+    ) -> Sequence[RequestRecord]:
+        """The records whose ids the file does not hold yet (a replayed batch counts once)."""
+        per = _rows_per_statement(conn) * len(COLUMNS)  # the variable limit, as the inserts use
+        ids = [r.record_id for r in records]
+        held: set[str] = set()
+        for start in range(0, len(ids), per):
+            chunk = ids[start : start + per]
+            size = min(per, 1 << (len(chunk) - 1).bit_length())  # powers of two: few statements
+            chunk += [chunk[-1]] * (size - len(chunk))
+            held.update(row[0] for row in conn.execute(_held_ids(size), chunk))
+        if not held:
+            return records
+        seen: set[str] = set()
+        new = []
+        for r in records:  # a batch holding one id twice keeps the first, as INSERT OR IGNORE does
+            if r.record_id not in held and r.record_id not in seen:
+                seen.add(r.record_id)
+                new.append(r)
+        return new
+
+    def _keep_in_bounds(self, conn: sqlite3.Connection, last_rowid: int) -> None:
+        """After a committed batch: one chunk of retention when due, and the size cap."""
+        now = time.time_ns()
+        if self._next_retention_ns <= now and (self.retention_s or self.rollup_retention_s):
+            _, more = delete_expired(
+                conn, now_ns=now, older_than_s=self.retention_s, rollups_older_than_s=self.rollup_retention_s
+            )
+            self._next_retention_ns = now if more else now + _RETENTION_EVERY_NS
+        if self.max_bytes is not None:
+            # keep_after_rowid: the rows of the batch just written (and any later) stay
+            _, self._trimming = trim_to_cap(
+                conn, self.max_bytes, keep_after_rowid=last_rowid, going_on=self._trimming
+            )
 
     def _insert(self, conn: sqlite3.Connection, records: Sequence[RequestRecord]) -> None:
         """Many rows per statement: sqlite3 gives up the GIL on every step of a statement, and
@@ -231,7 +296,7 @@ class LocalStore:
                 return
             try:
                 self._reopen_if_replaced()
-                self._write(records)
+                last_rowid = self._write(records)
             except SchemaError as exc:
                 self.dropped += len(records)
                 self._close_connection()
@@ -256,6 +321,26 @@ class LocalStore:
                     len(records),
                     reason,
                 )
+            else:
+                self._maintain(last_rowid)
+
+    def _maintain(self, last_rowid: int) -> None:
+        """Retention and the size cap after a committed batch; a failure (the lock held by
+        another process too long) only warns: the next batch tries again."""
+        try:
+            conn = self._connection()
+            self._keep_in_bounds(conn, last_rowid)
+        except Exception as exc:
+            self._trimming = False
+            reason = getattr(exc, "sqlite_errorname", None) or type(exc).__qualname__
+            if isinstance(exc, sqlite3.Error):
+                reason = f"{reason}: {exc}"
+            _log.warning(
+                "local.retention",
+                "spanlytics local store %s: could not delete old records (%s); trying again later",
+                self.path,
+                reason,
+            )
 
     def force_flush(self, timeout_s: float = 10.0) -> bool:
         """Every exported batch is committed; this waits for a batch still being written."""
@@ -275,5 +360,10 @@ class LocalStore:
 
 
 def build_local_store(settings: Settings, options: LocalOptions) -> LocalStore:
-    """The registry's factory: the local store needs nothing of the core settings."""
-    return LocalStore(options.path)
+    """The registry's factory: the file, its size cap and the retention settings."""
+    return LocalStore(
+        options.path,
+        retention_s=settings.retention_s,
+        rollup_retention_s=settings.rollup_retention_s,
+        max_mb=options.max_mb,
+    )
