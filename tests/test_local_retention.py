@@ -7,10 +7,11 @@ import sqlite3
 import time
 from pathlib import Path
 
+from spanlytics.destinations.any_store import prune
 from spanlytics.destinations.local import LocalStore, iter_records
 from spanlytics.destinations.local.retention import prune_local, used_bytes
 from spanlytics.destinations.rollups import MINUTE_NS
-from spanlytics.destinations.stores import Pruned, prune
+from spanlytics.destinations.stores import Pruned
 from spanlytics.record import RequestRecord
 
 DAY_NS = 86400 * 1_000_000_000

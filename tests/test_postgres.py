@@ -80,7 +80,7 @@ def read_records(url: str) -> list[RequestRecord]:
 def test_round_trip_equals_the_local_store(pg_db: PgDatabase, tmp_path: Path) -> None:
     records = sample_records(120)
     send_all(pg_db.url, records).close()
-    local = LocalStore(tmp_path / "local.db")
+    local = LocalStore(tmp_path / "local.db", retention_s=None, rollup_retention_s=None)  # 1970 timestamps
     local.export(records)
     local.shutdown()
     from_pg = read_records(pg_db.url)

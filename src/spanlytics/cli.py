@@ -11,8 +11,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from spanlytics.__about__ import VERSION
+from spanlytics.destinations.any_store import prune
 from spanlytics.destinations.local import DEFAULT_PATH, LocalOptions, SchemaError
-from spanlytics.destinations.stores import StoreError, prune
+from spanlytics.destinations.stores import StoreError
 from spanlytics.report import build_report, format_report, parse_duration
 
 _READ_ERRORS = (FileNotFoundError, SchemaError, StoreError)

@@ -175,6 +175,7 @@ class SettingsArgs(TypedDict, total=False):
     http_headers: str | Sequence[str] | None
     http_gzip: bool | None
     postgres_url: str | None
+    local_max_mb: int | None
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from spanlytics.destinations.any_store import is_postgres_url, open_reader
 from spanlytics.destinations.rollups import (
     ERROR_BOUND,
     MINUTE_NS,
@@ -43,7 +44,7 @@ from spanlytics.destinations.rollups import (
     parse_hist,
     percentile_of,
 )
-from spanlytics.destinations.stores import StoreReader, is_postgres_url, open_reader
+from spanlytics.destinations.stores import StoreReader
 from spanlytics.durations import MAX_SINCE_S, parse_duration
 from spanlytics.durations import check_window as _check_window
 
