@@ -1,7 +1,7 @@
 """Per-endpoint and per-consumer summaries of a store, as JSON-ready data or text tables.
 
 The numbers come from the store's per-minute rollups through the one reader interface
-(:func:`spanlytics.destinations.stores.open_reader`: a SQLite path or a ``postgresql://``
+(:func:`spanlytics.destinations.any_store.open_reader`: a SQLite path or a ``postgresql://``
 URL); this module adds them up and formats them::
 
     report = build_report("./spanlytics.db", since_s=parse_duration("24h"))
