@@ -13,13 +13,14 @@ import pytest
 
 from spanlytics.config import Settings
 from spanlytics.consumer import Consumer
+from spanlytics.delivery.batches import Batch
 from spanlytics.destinations.any_store import open_reader, prune
 from spanlytics.destinations.local import LocalStore, iter_records
 from spanlytics.destinations.postgres import PostgresStore, build_postgres, redact_url
 from spanlytics.destinations.postgres.options import PostgresOptions, parse_postgres_url
 from spanlytics.destinations.postgres.reader import PostgresReader
 from spanlytics.destinations.postgres.retention import prune_postgres
-from spanlytics.destinations.postgres.rows import copy_batches
+from spanlytics.destinations.postgres.rows import LEGACY_FORMAT, copy_batches, copy_line
 from spanlytics.destinations.postgres.transport import PostgresTransport
 from spanlytics.destinations.rollups import MINUTE_NS, Rollups, Tally, parse_hist
 from spanlytics.destinations.stores import StoreError
@@ -155,6 +156,67 @@ def test_rollups_are_exact_and_a_retried_batch_counts_once(pg_db: PgDatabase) ->
           r.request_size, r.response_size) for r in records[:5]),
         key=repr,
     )  # fmt: skip
+
+
+def test_a_batch_partly_stored_stores_and_counts_only_its_new_records(pg_db: PgDatabase) -> None:
+    records = sample_records(120)
+    transport = send_all(pg_db.url, records[:60], per_batch=30)
+    # new records first, then ones the store holds, then new ones: the COPY straight into
+    # requests fails part-way, and the fallback stores (and counts) the 60 new records only
+    mixed = records[60:80] + records[10:60] + records[80:120]
+    (batch,) = copy_batches(mixed, 200, 1 << 20)
+    assert transport.send(batch).outcome == "sent"
+    assert transport.send(batch).outcome == "sent"  # and all of it again: nothing new
+    transport.close()
+    assert pg_db.count() == 120
+    assert pg_db.sql("SELECT count(DISTINCT id) FROM requests") == [(120,)]
+    assert_rollups_match(pg_db.url, records)
+
+
+def test_a_copy_v1_batch_from_an_older_spool_is_written_and_counted_once(pg_db: PgDatabase) -> None:
+    records = sample_records(80)
+    legacy = Batch(
+        b"".join(copy_line(r).encode("utf-8", "replace") for r in records[:50]),
+        50,
+        LEGACY_FORMAT,
+        "text/tab-separated-values",
+    )  # what copy_batches wrote before the rollups line
+    transport = PostgresTransport(pg_db.url)
+    assert transport.send(legacy).outcome == "sent"
+    assert transport.send(legacy).outcome == "sent"
+    for batch in copy_batches(records[40:], 20, 1 << 20):  # overlapping v2 batches
+        assert transport.send(batch).outcome == "sent"
+    transport.close()
+    assert pg_db.count() == 80
+    assert_rollups_match(pg_db.url, records)
+
+
+def test_rollup_keys_are_the_stored_keys_nul_and_lone_surrogates_included(pg_db: PgDatabase) -> None:
+    odd = [
+        make_record(
+            record_id="n1", start_time_ns=T0, route="/a\0b", consumer=Consumer("c\0", "n\ud800", None)
+        ),
+        make_record(
+            record_id="n2", start_time_ns=T0, route="/a\ufffdb", consumer=Consumer("c\ufffd", None, "g")
+        ),
+        make_record(record_id="n3", start_time_ns=T0, route="/\ud800", status=500),
+    ]  # "/a\0b" is stored as "/a\ufffdb": one rollup key with the second record
+    transport = send_all(pg_db.url, odd)
+    assert transport.send(next(copy_batches(odd, 10, 1 << 20))).outcome == "sent"  # the fallback
+    transport.close()
+    assert pg_db.sql("SELECT route, count(*) FROM requests GROUP BY route ORDER BY route") == [
+        ("/?", 1),
+        ("/a\ufffdb", 2),
+    ]
+    assert pg_db.sql("SELECT route, count FROM endpoint_minutes ORDER BY route") == [
+        ("/?", 1),
+        ("/a\ufffdb", 2),
+    ]
+    assert pg_db.sql("SELECT consumer_id, count FROM consumer_minutes ORDER BY consumer_id") == [
+        ("", 1),
+        ("c\ufffd", 2),
+    ]
+    assert pg_db.sql("SELECT consumer_id, name, group_name FROM consumers") == [("c\ufffd", "n?", "g")]
 
 
 def test_the_store_writes_through_its_sender(pg_db: PgDatabase, tmp_path: Path) -> None:

@@ -13,14 +13,17 @@ Deliberate choices:
   to the spool while the database is down or refuses them, and are written when it is back.
   The spool's name holds the URL without its password; the password is never logged (every
   message shows the URL through :func:`redact_url`), spooled, or in a ``repr``.
-* A batch is COPY text (:mod:`.rows`) copied into a temporary table, then inserted with
-  ``ON CONFLICT (id) DO NOTHING``: a retried batch is stored and counted once (:mod:`.transport`).
+* A batch is its rollups (a JSON line) and COPY text (:mod:`.rows`). A batch new to the store
+  is copied straight into ``requests`` and its rollups added in the same transaction; one
+  whose records are (partly) stored already goes through a temporary table with ``ON CONFLICT
+  (id) DO NOTHING`` and adds the rollups of its new records only: a retried batch is stored
+  and counted once (:mod:`.transport`, :mod:`.batch_rollups`).
 * The schema is versioned (``spanlytics_schema``) and migrated under an advisory lock
   (:mod:`.schema`); a newer schema drops batches (counted) with one error line.
 * Retention (:mod:`.retention`) deletes in transactions of a few thousand rows.
 
-Modules: ``options``, ``rows``, ``schema``, ``connect``, ``transport``, ``store``, ``reader``,
-``retention``.
+Modules: ``options``, ``rows``, ``batch_rollups``, ``schema``, ``connect``, ``transport``,
+``store``, ``reader``, ``retention``.
 """
 
 from spanlytics.destinations.postgres.options import PostgresOptions, redact_url

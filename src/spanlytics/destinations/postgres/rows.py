@@ -1,6 +1,11 @@
 """A batch of records as PostgreSQL's COPY text format: what the spool holds and what the
 transport streams to the server as it is, without decoding it again.
 
+A batch (format :data:`FORMAT`) is one line of JSON, the rollups of its records
+(:func:`~spanlytics.destinations.postgres.batch_rollups.rollups_json`, what the transport adds
+to the rollup tables when every record is new to the store), then the COPY lines; a batch of
+:data:`LEGACY_FORMAT` (spooled by an earlier version) is the COPY lines alone.
+
 One line per record, the columns of :data:`COLUMNS` separated by tabs, ``\\N`` for NULL,
 backslash, tab, newline and carriage return escaped. PostgreSQL's text cannot hold a NUL
 character: one in a record (a binary body read as text) is stored as U+FFFD, and a lone
@@ -14,14 +19,18 @@ from typing import TYPE_CHECKING
 
 from spanlytics.delivery.batches import Batch
 from spanlytics.destinations.local.schema import COLUMNS, to_row
+from spanlytics.destinations.postgres.batch_rollups import rollups_json
+from spanlytics.destinations.rollups import Rollups
 
 if TYPE_CHECKING:
     from spanlytics.record import RequestRecord
 
-__all__ = ["COLUMNS", "FORMAT", "copy_batches", "copy_line"]
+__all__ = ["COLUMNS", "FORMAT", "LEGACY_FORMAT", "copy_batches", "copy_line", "split_batch"]
 
-FORMAT = "copy-v1"
-"""The batch's ``path``: the layout of its lines (the columns of schema version 1)."""
+FORMAT = "copy-v2"
+"""The batch's ``path``: its layout (the rollups line, then the columns of schema version 1)."""
+LEGACY_FORMAT = "copy-v1"
+"""The COPY lines alone (the columns of schema version 1)."""
 CONTENT_TYPE = "text/tab-separated-values"
 
 
@@ -52,17 +61,30 @@ def copy_line(record: RequestRecord) -> str:
     return "\t".join(fields) + "\n"
 
 
+def _batch(records: Sequence[RequestRecord], lines: list[bytes]) -> Batch:
+    rollups = rollups_json(Rollups.of(records)).encode("utf-8")
+    return Batch(b"".join([rollups, b"\n", *lines]), len(lines), FORMAT, CONTENT_TYPE)
+
+
 def copy_batches(records: Sequence[RequestRecord], max_records: int, max_bytes: int) -> Iterator[Batch]:
     """Records -> batches of at most ``max_records`` lines and, unless one line is larger,
-    ``max_bytes`` bytes."""
+    ``max_bytes`` bytes of lines."""
     lines: list[bytes] = []
-    size = 0
-    for record in records:
+    size = start = 0
+    for i, record in enumerate(records):
         line = copy_line(record).encode("utf-8", "replace")
         if lines and (len(lines) >= max_records or size + len(line) > max_bytes):
-            yield Batch(b"".join(lines), len(lines), FORMAT, CONTENT_TYPE)
-            lines, size = [], 0
+            yield _batch(records[start:i], lines)
+            lines, size, start = [], 0, i
         lines.append(line)
         size += len(line)
     if lines:
-        yield Batch(b"".join(lines), len(lines), FORMAT, CONTENT_TYPE)
+        yield _batch(records[start:], lines)
+
+
+def split_batch(path: str, body: bytes) -> tuple[str | None, memoryview]:
+    """A batch's rollups document (None in a :data:`LEGACY_FORMAT` batch) and its COPY lines."""
+    if path == LEGACY_FORMAT:
+        return None, memoryview(body)
+    end = body.index(b"\n")
+    return body[:end].decode("utf-8"), memoryview(body)[end + 1 :]

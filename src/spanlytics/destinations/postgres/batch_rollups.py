@@ -1,0 +1,203 @@
+"""A batch's rollups as one JSON document, and the upserts that add it to the rollup tables.
+
+* :func:`rollups_json`: :class:`~spanlytics.destinations.rollups.Rollups` as the document
+  ``{"e": [endpoint rows], "c": [consumer rows], "l": [label rows]}``, each row a JSON array
+  of the table's columns. The encoder writes it at the head of a batch
+  (:mod:`~spanlytics.destinations.postgres.rows`): it holds the rollups of every record of
+  the batch, which is what a batch new to the store adds.
+* :func:`rollups_of`: the rollups of the fields an ``INSERT ... RETURNING`` gives back (a
+  batch partly stored already adds the rollups of its new records only).
+* :func:`write_rollups`: one statement of three upserts, each reading its rows from the
+  document on the server (``jsonb_array_elements``) in key order, so that concurrent writers
+  lock rows in one order. The client adapts one text parameter instead of thirteen arrays
+  (microseconds instead of milliseconds), the server parses it once, and the histograms are
+  merged inline: the stored object with the batch's buckets added, which reads only the
+  batch's few buckets (the SQL function ``spanlytics_hist_merge`` unpacks both).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from spanlytics._json import dumps_text
+from spanlytics.destinations.rollups import MINUTE_NS, NONE, TALLY_COLUMNS, Rollups, Tally, status_class
+
+if TYPE_CHECKING:
+    import psycopg
+
+K = TypeVar("K")
+
+__all__ = ["FIELDS", "RollupFields", "rollups_json", "rollups_of", "write_rollups"]
+
+FIELDS = (
+    "start_time_ns",
+    "method",
+    "route",
+    "status",
+    "duration_ms",
+    "request_size",
+    "response_size",
+    "consumer_id",
+    "consumer_name",
+    "consumer_group",
+)
+"""The columns the rollups need, in the order of a :data:`RollupFields` tuple (what the
+fallback's ``INSERT ... RETURNING`` returns)."""
+
+RollupFields = tuple[
+    int, str, str | None, int | None, float, int | None, int | None, str | None, str | None, str | None
+]
+
+
+def rollups_of(rows: Iterable[RollupFields]) -> Rollups:
+    """``rows`` added up: what ``Rollups.of`` gives for the records they were stored from."""
+    rollups = Rollups()
+    endpoints, consumers, labels = rollups.endpoints, rollups.consumers, rollups.labels
+    for start, method, route, status, duration, req_size, resp_size, cid, name, group in rows:
+        minute = start // MINUTE_NS
+        klass = status_class(status)
+        ekey = (minute, method, NONE if route is None else route, klass)
+        tally = endpoints.get(ekey)
+        if tally is None:
+            tally = endpoints[ekey] = Tally()
+        tally.add(status, duration, req_size, resp_size)
+        ckey = (minute, NONE if cid is None else cid, klass)
+        tally = consumers.get(ckey)
+        if tally is None:
+            tally = consumers[ckey] = Tally()
+        tally.add(status, duration, req_size, resp_size)
+        if cid is not None and (name is not None or group is not None):
+            seen = labels.get(cid)
+            if seen is None or seen[2] <= start:
+                labels[cid] = (
+                    name if name is not None else (seen[0] if seen else None),
+                    group if group is not None else (seen[1] if seen else None),
+                    start,
+                )
+    return rollups
+
+
+# -- the upserts ---------------------------------------------------------------------------
+
+_TALLY_TYPES = ("bigint", "bigint", "bigint", "float8", "bigint", "bigint", "bigint", "bigint", "jsonb")
+# bucket counts added up: {"3": 1} + {"3": 2, "4": 1} = {"3": 3, "4": 1} (the batch's buckets
+# replace the stored ones, each with the stored count added)
+_MERGE = (
+    "hist = t.hist || (SELECT coalesce(jsonb_object_agg(b.key, "
+    "coalesce((t.hist ->> b.key)::bigint, 0) + b.value::bigint), '{}'::jsonb) "
+    "FROM jsonb_each_text(excluded.hist) AS b)"
+)
+_ADD = ", ".join(f"{c} = t.{c} + excluded.{c}" if c != "hist" else _MERGE for c in TALLY_COLUMNS)
+
+
+def _upsert(table: str, part: str, keys: tuple[tuple[str, str], ...]) -> str:
+    columns = [k for k, _ in keys] + list(TALLY_COLUMNS)
+    types = [t for _, t in keys] + list(_TALLY_TYPES)
+    # a JSON array of arrays: element i of each is column i
+    values = ", ".join(
+        f"(e ->> {i})::{t} AS {c}" if t != "jsonb" else f"e -> {i} AS {c}"
+        for i, (c, t) in enumerate(zip(columns, types, strict=True))
+    )
+    key_list = ", ".join(k for k, _ in keys)
+    return (
+        f"INSERT INTO {table} AS t ({', '.join(columns)}) "
+        f"SELECT {values} FROM d, jsonb_array_elements(d.doc -> '{part}') AS e ORDER BY {key_list} "
+        f"ON CONFLICT ({key_list}) DO UPDATE SET {_ADD}"
+    )
+
+
+_UPSERT_ENDPOINTS = _upsert(
+    "endpoint_minutes",
+    "e",
+    (("minute", "bigint"), ("method", "text"), ("route", "text"), ("status_class", "int")),
+)
+_UPSERT_CONSUMERS = _upsert(
+    "consumer_minutes", "c", (("minute", "bigint"), ("consumer_id", "text"), ("status_class", "int"))
+)
+# the latest non-null name and group per consumer, whatever order the batches arrive in
+_UPSERT_LABELS = """INSERT INTO consumers AS t (consumer_id, name, group_name, last_seen_ns)
+SELECT e ->> 0, e ->> 1, e ->> 2, (e ->> 3)::bigint
+FROM d, jsonb_array_elements(d.doc -> 'l') AS e ORDER BY 1
+ON CONFLICT (consumer_id) DO UPDATE SET
+    name = CASE WHEN excluded.last_seen_ns >= t.last_seen_ns
+        THEN coalesce(excluded.name, t.name) ELSE coalesce(t.name, excluded.name) END,
+    group_name = CASE WHEN excluded.last_seen_ns >= t.last_seen_ns
+        THEN coalesce(excluded.group_name, t.group_name) ELSE coalesce(t.group_name, excluded.group_name) END,
+    last_seen_ns = greatest(t.last_seen_ns, excluded.last_seen_ns)"""
+
+
+def _clean(text: str) -> str:
+    """A key as the COPY lines store it (:func:`spanlytics.destinations.postgres.rows.copy_line`):
+    NUL as U+FFFD, a lone surrogate as ``?``. jsonb cannot hold NUL either."""
+    if text.isascii() and "\0" not in text:
+        return text
+    return text.replace("\0", "\ufffd").encode("utf-8", "replace").decode("utf-8")
+
+
+def _maybe(text: str | None) -> str | None:
+    return None if text is None else _clean(text)
+
+
+def _tally(t: Tally) -> list[Any]:
+    # the sum as text: JSON has no infinity or NaN, float8 reads "inf" and "nan" (and repr
+    # round-trips every double exactly)
+    return [
+        t.count, t.errors, t.server_errors, repr(t.duration_ms_sum), t.request_size_sum,
+        t.request_size_n, t.response_size_sum, t.response_size_n,
+        {str(bucket): n for bucket, n in t.hist.items()},
+    ]  # fmt: skip
+
+
+def _cleaned(tallies: Mapping[K, Tally], clean: Callable[[K], K]) -> Iterable[tuple[K, Tally]]:
+    """The tallies with their keys cleaned; keys that clean to the same key merged (a new Tally:
+    the caller's are left alone)."""
+    out: dict[K, Tally] = {}
+    for raw, tally in tallies.items():
+        key = clean(raw)
+        seen = out.get(key)
+        if seen is None:
+            out[key] = tally
+        else:
+            merged = Tally()
+            merged.merge(seen)
+            merged.merge(tally)
+            out[key] = merged
+    return sorted(out.items())
+
+
+def rollups_json(rollups: Rollups) -> str:
+    """``rollups`` as the document :func:`write_rollups` reads (see the module)."""
+    endpoints = _cleaned(rollups.endpoints, lambda k: (k[0], _clean(k[1]), _clean(k[2]), k[3]))
+    consumers = _cleaned(rollups.consumers, lambda k: (k[0], _clean(k[1]), k[2]))
+    labels: dict[str, tuple[str | None, str | None, int]] = {}
+    for raw, (name, group, seen_ns) in sorted(rollups.labels.items(), key=lambda item: item[1][2]):
+        cid = _clean(raw)
+        seen = labels.get(cid)  # only when two ids clean to one: the later labels win
+        labels[cid] = (
+            _maybe(name) if name is not None else (seen[0] if seen else None),
+            _maybe(group) if group is not None else (seen[1] if seen else None),
+            seen_ns,
+        )
+    return dumps_text(
+        {
+            "e": [[*key, *_tally(tally)] for key, tally in endpoints],
+            "c": [[*key, *_tally(tally)] for key, tally in consumers],
+            "l": [[cid, *labels[cid]] for cid in sorted(labels)],
+        }
+    )
+
+
+# One statement: the document is parsed once, one round trip. Every writer locks rows in one
+# order: the endpoints (the main statement), then the WITH's statements, which PostgreSQL runs
+# after it, last one first (ExecPostprocessPlan): the consumers, then the labels.
+_UPSERT = (
+    "WITH d AS MATERIALIZED (SELECT %s::jsonb AS doc), "
+    f"l AS ({_UPSERT_LABELS}), c AS ({_UPSERT_CONSUMERS}) {_UPSERT_ENDPOINTS}"
+)
+
+
+def write_rollups(conn: psycopg.Connection[tuple[Any, ...]], document: str) -> None:
+    """Add the rollups of ``document`` (:func:`rollups_json`) to the rollup tables, ``conn``
+    in the batch's transaction."""
+    conn.execute(_UPSERT, (document,))
