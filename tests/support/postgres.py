@@ -58,7 +58,7 @@ class PgServer:
         self.log = root / "server.log"
         binaries = pg_bin()
         if binaries is None:
-            pytest.skip("PostgreSQL is not installed (scripts/test.sh installs it)")
+            pytest.fail("PostgreSQL is not installed: scripts/test.sh installs it (Debian package postgresql)")
         self.bin = binaries
         self.as_root = os.geteuid() == 0
 
