@@ -157,7 +157,9 @@ def main() -> None:
         settings = Settings.resolve(destinations=("postgres",), postgres_url=db, retention_s="off")  # type: ignore[call-arg]
     else:
         db = args.path or os.path.join(tempfile.mkdtemp(prefix="bench-stores-"), "spanlytics.db")
-        settings = Settings.resolve(destinations=("local",), local_path=db, retention_s="off")
+        settings = Settings.resolve(
+            destinations=("local",), local_path=db, retention_s="off", local_max_mb=10_000_000
+        )
     result: dict[str, object] = {"store": args.store}
     if not args.skip_write:
         result["write"] = write(settings, args)

@@ -367,3 +367,48 @@ def test_shutdown_is_idempotent_and_reports_drops_once(
         sender.shutdown(0.5)
     assert caplog.text.count("spanlytics t dropped") == 1
     assert sender.dropped() == {"shutdown": 2}
+
+
+def _join_up_to_four(queued: Batch, new: Batch) -> Batch | None:
+    """A destination's merge: JSON arrays joined while they hold at most four records."""
+    if queued.records + new.records > 4:
+        return None
+    items = json.loads(queued.body) + json.loads(new.body)
+    return Batch(json.dumps(items).encode(), queued.records + new.records, queued.path)
+
+
+def test_batches_waiting_behind_a_slow_destination_are_merged_up_to_its_cap(
+    stub: IngestStub, tmp_path: Path
+) -> None:
+    stub.mode = ("hang", 1.0)  # each delivery takes a second
+    sender = Sender("t", settings(stub, tmp_path, read_timeout_s=5.0), merge=_join_up_to_four)
+    sender.submit(batch("a"))
+    poll_until(lambda: len(stub.requests()) == 1, 10, "the first batch in flight")
+    for name in "bcdef":  # they wait: the first four join into one batch, the fifth starts another
+        sender.submit(batch(name))
+    stub.mode = ("ok",)
+    assert sender.force_flush(10)
+    assert [r.ids() for r in stub.requests()] == [["a"], ["b", "c", "d", "e"], ["f"]]
+    stats = sender.stats()
+    assert (stats["records_accepted"], stats["records_sent"], stats["batches_sent"]) == (6, 6, 3)
+    sender.shutdown(1)
+
+
+def test_a_failing_merge_leaves_the_batches_as_they_are(
+    stub: IngestStub, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(queued: Batch, new: Batch) -> Batch | None:
+        raise RuntimeError("a bug")
+
+    stub.mode = ("hang", 0.5)
+    sender = Sender("t", settings(stub, tmp_path, read_timeout_s=5.0), merge=broken)
+    sender.submit(batch("a"))
+    poll_until(lambda: len(stub.requests()) == 1, 10, "the first batch in flight")
+    with caplog.at_level(logging.WARNING, logger="spanlytics"):
+        sender.submit(batch("b"))
+        sender.submit(batch("c"))
+    stub.mode = ("ok",)
+    assert sender.force_flush(10)
+    assert sorted(r.ids()[0] for r in stub.requests()) == ["a", "b", "c"]
+    assert any("could not merge" in r.getMessage() for r in caplog.records)
+    sender.shutdown(1)

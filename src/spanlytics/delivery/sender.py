@@ -37,6 +37,7 @@ import threading
 import time
 import weakref
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -49,10 +50,15 @@ from spanlytics.delivery.spool import Spool, _unlink, default_spool_dir
 from spanlytics.delivery.transport import Answer, HttpTransport, StatusHook, Transport
 from spanlytics.worker import BackgroundWorker
 
+Merge = Callable[[Batch, Batch], "Batch | None"]
+"""A destination's way to join a queued batch and a new one into one (None: they stay two).
+Called on the pipeline's thread with the sender's queue locked: it must be quick."""
+
 __all__ = [
     "Answer",
     "Batch",
     "HttpTransport",
+    "Merge",
     "Sender",
     "SenderSettings",
     "Spool",
@@ -89,9 +95,11 @@ class Sender:
         *,
         transport: Transport | None = None,
         spool_identity: str | None = None,
+        merge: Merge | None = None,
     ) -> None:
         self.name = name
         self.settings = settings
+        self.merge = merge
         self.transport: Transport = transport or HttpTransport(name, settings, on_status)
         # ``spool_identity`` for a transport whose URL holds a secret (a database password)
         identity = spool_identity or json.dumps([settings.base_url, sorted(settings.headers)])
@@ -149,17 +157,35 @@ class Sender:
         self._counters["records_accepted"] += batch.records
         stopping = self._worker.stopping
         with self._cond:
-            room = (
-                len(self._queue) < self.settings.max_queue_batches
-                and self._queued_bytes + len(batch.body) <= self.settings.max_queue_bytes
-            )
-            if room and not self._failing and not stopping:
-                self._queue.append(batch)
-                self._queued_bytes += len(batch.body)
-                batch = None  # type: ignore[assignment]
+            fits = self._queued_bytes + len(batch.body) <= self.settings.max_queue_bytes
+            if fits and not self._failing and not stopping:
+                if self._queue and self._merged_into_tail(batch):
+                    batch = None  # type: ignore[assignment]
+                elif len(self._queue) < self.settings.max_queue_batches:
+                    self._queue.append(batch)
+                    self._queued_bytes += len(batch.body)
+                    batch = None  # type: ignore[assignment]
         if batch is not None and not self._to_spool(batch):
             self._keep_in_memory(batch)
         self._worker.wake()
+
+    def _merged_into_tail(self, batch: Batch) -> bool:
+        """With a ``merge``, a batch that arrives while others wait joins the newest of them
+        (up to the destination's cap): when the destination falls behind, its batches grow,
+        and each costs one round trip instead of many. Called with the queue's lock held."""
+        if self.merge is None:
+            return False
+        tail = self._queue[-1]
+        try:
+            merged = self.merge(tail, batch)
+        except Exception as exc:  # a destination's bug: queue the batch as it is
+            _log.failure(f"merge.{self.name}", f"spanlytics {self.name}: could not merge batches", exc)
+            return False
+        if merged is None:
+            return False
+        self._queue[-1] = merged
+        self._queued_bytes += len(merged.body) - len(tail.body)
+        return True
 
     def _to_spool(self, batch: Batch) -> bool:
         if not self.spool.write(batch):
