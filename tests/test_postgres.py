@@ -33,7 +33,9 @@ pytest_plugins = ["tests.support.postgres"]  # the pg_server and pg_db fixtures
 T0 = 1_700_000_000 * 10**9
 
 
-def sample_records(n: int, prefix: str = "r", t0: int = T0) -> list[RequestRecord]:
+def sample_records(
+    n: int, prefix: str = "r", t0: int = T0, step_ns: int = 7_000_000_000
+) -> list[RequestRecord]:
     """Varied records: routes, statuses (and none), consumers with labels, bodies with the
     characters COPY escapes, exceptions, masked fields, sizes present and absent."""
     records = []
@@ -42,7 +44,7 @@ def sample_records(n: int, prefix: str = "r", t0: int = T0) -> list[RequestRecor
         records.append(
             make_record(
                 record_id=f"{prefix}{i}",
-                start_time_ns=t0 + i * 7_000_000_000,  # several minutes
+                start_time_ns=t0 + i * step_ns,  # several minutes
                 duration_ms=0.5 + (i * 37 % 900) / 3,
                 method=("GET", "POST", "DELETE")[i % 3],
                 route=None if i % 11 == 0 else f"/items/{{id}}/{i % 4}",
@@ -130,8 +132,37 @@ def assert_rollups_match(url: str, records: list[RequestRecord]) -> None:
     assert labels == expected_labels
 
 
+def _summed_per_hour(rows: list[Any]) -> dict[Any, Tally]:
+    """Rollup rows (minute, key..., tally columns) added up per (minute // 60, key...)."""
+    hours: dict[Any, Tally] = defaultdict(Tally)
+    for minute, *rest in rows:
+        *key, count, errors, server_errors, duration, req_sum, req_n, resp_sum, resp_n, hist = rest
+        tally = Tally(count, errors, server_errors, duration, req_sum, req_n, resp_sum, resp_n)
+        tally.hist = parse_hist(hist)
+        hours[(minute // 60, *key)].merge(tally)
+    return hours
+
+
+def assert_hours_match(db: PgDatabase) -> None:
+    """Every hour row is its minute rows added up (histograms included), and no hour is missing."""
+    for kind, keys in (
+        ("endpoint", "method, route, status_class"),
+        ("consumer", "consumer_id, status_class"),
+    ):
+        columns = f"{keys}, count, errors, server_errors, duration_ms_sum, request_size_sum, " + (
+            "request_size_n, response_size_sum, response_size_n, hist"
+        )
+        expected = _summed_per_hour(db.sql(f"SELECT minute, {columns} FROM {kind}_minutes"))
+        got = {tuple(r[: keys.count(",") + 2]): r[keys.count(",") + 2 :] for r in db.sql(
+            f"SELECT hour, {columns} FROM {kind}_hours"
+        )}  # fmt: skip
+        assert expected and set(got) == set(expected)
+        for key, tally in expected.items():
+            _check(got[key], tally)
+
+
 def test_rollups_are_exact_and_a_retried_batch_counts_once(pg_db: PgDatabase) -> None:
-    records = sample_records(300)
+    records = sample_records(300, step_ns=37_000_000_000)  # three hours
     batches = list(copy_batches(records, 40, 1 << 20))
     transport = PostgresTransport(pg_db.url)
     for batch in batches:
@@ -145,6 +176,8 @@ def test_rollups_are_exact_and_a_retried_batch_counts_once(pg_db: PgDatabase) ->
     assert pg_db.count() == 300
     assert pg_db.sql("SELECT count(DISTINCT id) FROM requests") == [(300,)]
     assert_rollups_match(pg_db.url, records)
+    assert len(pg_db.sql("SELECT DISTINCT hour FROM endpoint_hours")) == 4  # T0 is at minute 13
+    assert_hours_match(pg_db)  # the fast path, then the fallback of the retries
     # a window: minutes from the 10th record's minute on
     since_minute = records[10].start_time_ns // MINUTE_NS
     later = [r for r in records if r.start_time_ns // MINUTE_NS >= since_minute]
@@ -159,7 +192,7 @@ def test_rollups_are_exact_and_a_retried_batch_counts_once(pg_db: PgDatabase) ->
 
 
 def test_a_batch_partly_stored_stores_and_counts_only_its_new_records(pg_db: PgDatabase) -> None:
-    records = sample_records(120)
+    records = sample_records(120, step_ns=61_000_000_000)  # two hours
     transport = send_all(pg_db.url, records[:60], per_batch=30)
     # new records first, then ones the store holds, then new ones: the COPY straight into
     # requests fails part-way, and the fallback stores (and counts) the 60 new records only
@@ -171,10 +204,11 @@ def test_a_batch_partly_stored_stores_and_counts_only_its_new_records(pg_db: PgD
     assert pg_db.count() == 120
     assert pg_db.sql("SELECT count(DISTINCT id) FROM requests") == [(120,)]
     assert_rollups_match(pg_db.url, records)
+    assert_hours_match(pg_db)
 
 
 def test_a_copy_v1_batch_from_an_older_spool_is_written_and_counted_once(pg_db: PgDatabase) -> None:
-    records = sample_records(80)
+    records = sample_records(80, step_ns=97_000_000_000)  # two hours
     legacy = Batch(
         b"".join(copy_line(r).encode("utf-8", "replace") for r in records[:50]),
         50,
@@ -189,6 +223,37 @@ def test_a_copy_v1_batch_from_an_older_spool_is_written_and_counted_once(pg_db: 
     transport.close()
     assert pg_db.count() == 80
     assert_rollups_match(pg_db.url, records)
+    assert_hours_match(pg_db)
+
+
+def test_only_the_fallback_writes_hours_equal_to_the_minutes(pg_db: PgDatabase) -> None:
+    records = sample_records(150, step_ns=53_000_000_000)
+    transport = PostgresTransport(pg_db.url)
+    for batch in copy_batches(records, 40, 1 << 20):
+        # a copy-v1 batch: the temporary table, INSERT ... RETURNING, the rollups of what it returns
+        legacy = Batch(batch.body.split(b"\n", 1)[1], batch.records, LEGACY_FORMAT, batch.content_type)
+        assert transport.send(legacy).outcome == "sent"
+    transport.close()
+    assert pg_db.count() == 150
+    assert_rollups_match(pg_db.url, records)
+    assert_hours_match(pg_db)
+
+
+@pytest.mark.parametrize("offset_min", [-30, 0, 1, 13, 47, 59, 60, 61, 95, 150, 500])
+def test_a_window_starting_mid_hour_equals_the_records_in_it(pg_db: PgDatabase, offset_min: int) -> None:
+    records = sample_records(200, step_ns=43_000_000_000)  # minute 13 of an hour, for 2.4 hours
+    send_all(pg_db.url, records).close()
+    from_minute = T0 // MINUTE_NS + offset_min
+    window = [r for r in records if r.start_time_ns // MINUTE_NS >= from_minute]
+    endpoints, consumers = _expected(window)
+    with PostgresReader(pg_db.url) as reader:
+        got_endpoints = {tuple(r[:3]): r[3:] for r in reader.endpoint_rollups(from_minute)}
+        got_consumers = {tuple(r[:2]): r[2:] for r in reader.consumer_rollups(from_minute)}
+    assert set(got_endpoints) == set(endpoints) and set(got_consumers) == set(consumers)
+    for key, tally in endpoints.items():
+        _check(got_endpoints[key], tally)
+    for key, tally in consumers.items():
+        _check(got_consumers[key], tally)
 
 
 def test_rollup_keys_are_the_stored_keys_nul_and_lone_surrogates_included(pg_db: PgDatabase) -> None:
@@ -241,16 +306,36 @@ def test_prune_removes_old_records_keeps_the_newest_and_the_rollups(pg_db: PgDat
     old = sample_records(60, "old", t0=T0)  # 10 days ago
     new = sample_records(40, "new", t0=now - 3600 * 10**9)  # the last hour
     send_all(pg_db.url, old + new).close()
-    rollup_rows = pg_db.count("endpoint_minutes") + pg_db.count("consumer_minutes")
+    rollup_tables = ("endpoint_minutes", "consumer_minutes", "endpoint_hours", "consumer_hours")
+    rollup_rows = sum(pg_db.count(table) for table in rollup_tables)
     removed = prune_postgres(pg_db.url, older_than_s=7 * 86400, now_ns=now)
     assert (removed.records, removed.rollup_rows) == (60, 0)
     assert sorted(r.record_id for r in read_records(pg_db.url)) == sorted(r.record_id for r in new)
-    assert pg_db.count("endpoint_minutes") + pg_db.count("consumer_minutes") == rollup_rows
+    assert sum(pg_db.count(table) for table in rollup_tables) == rollup_rows
     assert_rollups_match(pg_db.url, old + new)  # the report still counts the pruned records
     # the rollups too, past their own age; through the stores' entry point
     removed = prune(pg_db.url, older_than_s=None, rollups_older_than_s=7 * 86400, now_ns=now)
-    assert removed.records == 0 and removed.rollup_rows > 0
+    assert removed.records == 0
+    assert removed.rollup_rows == rollup_rows - sum(pg_db.count(table) for table in rollup_tables)
+    new_hours = {(r.start_time_ns // MINUTE_NS // 60,) for r in new}
+    assert set(pg_db.sql("SELECT DISTINCT hour FROM endpoint_hours")) == new_hours
+    assert set(pg_db.sql("SELECT DISTINCT hour FROM consumer_hours")) == new_hours
     assert_rollups_match(pg_db.url, new)
+    assert_hours_match(pg_db)
+
+
+def test_rollup_prune_keeps_the_hour_of_the_cutoff(pg_db: PgDatabase) -> None:
+    records = sample_records(180, step_ns=60_000_000_000)  # one a minute, from minute 13
+    send_all(pg_db.url, records).close()
+    first_hour = T0 // MINUTE_NS // 60
+    cutoff_minute = (first_hour + 1) * 60 + 30  # half way through the second hour
+    now = cutoff_minute * MINUTE_NS + 86400 * 10**9
+    prune_postgres(pg_db.url, older_than_s=None, rollups_older_than_s=86400, now_ns=now)
+    assert pg_db.sql("SELECT min(minute) FROM endpoint_minutes") == [(cutoff_minute,)]
+    assert pg_db.sql("SELECT min(hour) FROM endpoint_hours") == [(first_hour + 1,)]
+    assert pg_db.sql("SELECT min(hour) FROM consumer_hours") == [(first_hour + 1,)]
+    kept = [r for r in records if r.start_time_ns // MINUTE_NS >= (first_hour + 1) * 60]
+    assert_rollups_match(pg_db.url, kept)  # all time reads the hours: the whole cutoff hour
 
 
 def test_background_retention_prunes_after_a_batch(pg_db: PgDatabase) -> None:

@@ -16,7 +16,7 @@ from spanlytics.destinations.postgres.transport import PostgresTransport
 from tests.support.postgres import WRITER_PASSWORD, PgDatabase
 from tests.support.records import make_record
 from tests.support.servers import poll_until
-from tests.test_postgres import assert_rollups_match, sample_records
+from tests.test_postgres import assert_hours_match, assert_rollups_match, sample_records
 
 pytest_plugins = ["tests.support.postgres"]  # the pg_server and pg_db fixtures
 
@@ -60,6 +60,7 @@ def test_four_writer_processes_count_exactly(pg_db: PgDatabase, tmp_path: Path) 
     assert pg_db.sql("SELECT count(DISTINCT id) FROM requests") == [(4000,)]
     everything = [r for n in range(4) for r in sample_records(1000, f"p{n}-")]
     assert_rollups_match(pg_db.url, everything)  # rollups of 4 processes' upserts add up exactly
+    assert_hours_match(pg_db)  # the hours too (the records span two hours)
 
 
 def _first_batch(url: str, prefix: str, start: threading.Barrier) -> None:

@@ -7,12 +7,14 @@
   the batch, which is what a batch new to the store adds.
 * :func:`rollups_of`: the rollups of the fields an ``INSERT ... RETURNING`` gives back (a
   batch partly stored already adds the rollups of its new records only).
-* :func:`write_rollups`: one statement of three upserts, each reading its rows from the
-  document on the server (``jsonb_array_elements``) in key order, so that concurrent writers
-  lock rows in one order. The client adapts one text parameter instead of thirteen arrays
-  (microseconds instead of milliseconds), the server parses it once, and the histograms are
-  merged inline: the stored object with the batch's buckets added, which reads only the
-  batch's few buckets (the SQL function ``spanlytics_hist_merge`` unpacks both).
+* :func:`write_rollups`: one statement of five upserts (endpoint minutes and hours, consumer
+  minutes and hours, labels), each reading its rows from the document on the server
+  (``jsonb_array_elements``) in key order, so that concurrent writers lock rows in one order;
+  the hour rows are the document's minute rows added up per hour (``minute // 60``). The
+  client adapts one text parameter instead of thirteen arrays (microseconds instead of
+  milliseconds), the server parses it once, and the histograms are merged inline: the stored
+  object with the batch's buckets added, which reads only the batch's few buckets (the SQL
+  function ``spanlytics_hist_merge`` unpacks both).
 """
 
 from __future__ import annotations
@@ -91,30 +93,57 @@ _MERGE = (
 _ADD = ", ".join(f"{c} = t.{c} + excluded.{c}" if c != "hist" else _MERGE for c in TALLY_COLUMNS)
 
 
-def _upsert(table: str, part: str, keys: tuple[tuple[str, str], ...]) -> str:
+def _rows(part: str, keys: tuple[tuple[str, str], ...]) -> str:
+    """The document's ``part`` as typed rows (element i of each JSON array is column i)."""
     columns = [k for k, _ in keys] + list(TALLY_COLUMNS)
     types = [t for _, t in keys] + list(_TALLY_TYPES)
-    # a JSON array of arrays: element i of each is column i
     values = ", ".join(
         f"(e ->> {i})::{t} AS {c}" if t != "jsonb" else f"e -> {i} AS {c}"
         for i, (c, t) in enumerate(zip(columns, types, strict=True))
     )
-    key_list = ", ".join(k for k, _ in keys)
+    return f"SELECT {values} FROM d, jsonb_array_elements(d.doc -> '{part}') AS e"
+
+
+def _upsert(table: str, rows: str, keys: tuple[str, ...]) -> str:
+    """The minute rows of the CTE ``rows`` added to ``table``, in key order."""
+    key_list = ", ".join(keys)
     return (
-        f"INSERT INTO {table} AS t ({', '.join(columns)}) "
-        f"SELECT {values} FROM d, jsonb_array_elements(d.doc -> '{part}') AS e ORDER BY {key_list} "
+        f"INSERT INTO {table} AS t ({key_list}, {', '.join(TALLY_COLUMNS)}) "
+        f"SELECT {key_list}, {', '.join(TALLY_COLUMNS)} FROM {rows} ORDER BY {key_list} "
         f"ON CONFLICT ({key_list}) DO UPDATE SET {_ADD}"
     )
 
 
-_UPSERT_ENDPOINTS = _upsert(
-    "endpoint_minutes",
-    "e",
-    (("minute", "bigint"), ("method", "text"), ("route", "text"), ("status_class", "int")),
+# the histograms of a group added up bucket by bucket (an outer-level aggregate in a subquery)
+_HIST_SUM = (
+    "coalesce((SELECT jsonb_object_agg(b.key, b.n) FROM (SELECT b.key, sum(b.value::bigint) AS n "
+    "FROM jsonb_array_elements(jsonb_agg(hist)) AS h, jsonb_each_text(h) AS b GROUP BY b.key) AS b), "
+    "'{}'::jsonb)"
 )
-_UPSERT_CONSUMERS = _upsert(
-    "consumer_minutes", "c", (("minute", "bigint"), ("consumer_id", "text"), ("status_class", "int"))
-)
+# minute // 60, rounded down for negative minutes too (as Python's // does)
+_HOUR = "(minute - (minute %% 60 + 60) %% 60) / 60"  # %% is % (a psycopg parameter string)
+
+
+def _upsert_hours(table: str, rows: str, keys: tuple[str, ...]) -> str:
+    """The minute rows of the CTE ``rows`` added up per hour and added to ``table``, in key order."""
+    key_list = ", ".join(keys)
+    sums = ", ".join(f"sum({c})::{t}" for c, t in zip(TALLY_COLUMNS[:-1], _TALLY_TYPES[:-1], strict=True))
+    return (
+        f"INSERT INTO {table} AS t (hour, {key_list}, {', '.join(TALLY_COLUMNS)}) "
+        f"SELECT {_HOUR} AS hour, {key_list}, {sums}, {_HIST_SUM} FROM {rows} "
+        f"GROUP BY 1, {key_list} ORDER BY 1, {key_list} "
+        f"ON CONFLICT (hour, {key_list}) DO UPDATE SET {_ADD}"
+    )
+
+
+_ENDPOINT_KEYS = (("minute", "bigint"), ("method", "text"), ("route", "text"), ("status_class", "int"))
+_CONSUMER_KEYS = (("minute", "bigint"), ("consumer_id", "text"), ("status_class", "int"))
+_ENDPOINT_ROWS = _rows("e", _ENDPOINT_KEYS)
+_CONSUMER_ROWS = _rows("c", _CONSUMER_KEYS)
+_UPSERT_ENDPOINTS = _upsert("endpoint_minutes", "em", tuple(k for k, _ in _ENDPOINT_KEYS))
+_UPSERT_ENDPOINT_HOURS = _upsert_hours("endpoint_hours", "em", ("method", "route", "status_class"))
+_UPSERT_CONSUMERS = _upsert("consumer_minutes", "cm", tuple(k for k, _ in _CONSUMER_KEYS))
+_UPSERT_CONSUMER_HOURS = _upsert_hours("consumer_hours", "cm", ("consumer_id", "status_class"))
 # the latest non-null name and group per consumer, whatever order the batches arrive in
 _UPSERT_LABELS = """INSERT INTO consumers AS t (consumer_id, name, group_name, last_seen_ns)
 SELECT e ->> 0, e ->> 1, e ->> 2, (e ->> 3)::bigint
@@ -189,11 +218,14 @@ def rollups_json(rollups: Rollups) -> str:
 
 
 # One statement: the document is parsed once, one round trip. Every writer locks rows in one
-# order: the endpoints (the main statement), then the WITH's statements, which PostgreSQL runs
-# after it, last one first (ExecPostprocessPlan): the consumers, then the labels.
+# order: the endpoint minutes (the main statement), then the WITH's data-modifying statements,
+# which PostgreSQL runs after it, last one first (ExecPostprocessPlan): the endpoint hours,
+# the consumer minutes, the consumer hours, the labels.
 _UPSERT = (
     "WITH d AS MATERIALIZED (SELECT %s::jsonb AS doc), "
-    f"l AS ({_UPSERT_LABELS}), c AS ({_UPSERT_CONSUMERS}) {_UPSERT_ENDPOINTS}"
+    f"em AS MATERIALIZED ({_ENDPOINT_ROWS}), cm AS MATERIALIZED ({_CONSUMER_ROWS}), "
+    f"l AS ({_UPSERT_LABELS}), ch AS ({_UPSERT_CONSUMER_HOURS}), c AS ({_UPSERT_CONSUMERS}), "
+    f"eh AS ({_UPSERT_ENDPOINT_HOURS}) {_UPSERT_ENDPOINTS}"
 )
 
 

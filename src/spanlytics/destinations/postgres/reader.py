@@ -4,7 +4,8 @@
 Its ``with`` block is one ``READ ONLY``, ``REPEATABLE READ`` transaction: every query sees
 one snapshot, and the reader can write nothing. Rollup rows come summed per key over the
 minutes asked for (the histograms merged in SQL), so the report reads a row per endpoint
-and status class, not one per minute.
+and status class, not one per minute: whole hours from the hour tables, the minutes of a
+window's first, partial hour from the minute tables (all time: the hours alone).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from spanlytics.destinations.postgres.connect import MISSING_DRIVER, connect, de
 from spanlytics.destinations.postgres.options import redact_url, url_problem
 from spanlytics.destinations.postgres.rows import COLUMNS
 from spanlytics.destinations.postgres.schema import SchemaError, schema_version
-from spanlytics.destinations.rollups import key_value
+from spanlytics.destinations.rollups import TALLY_COLUMNS, key_value
 from spanlytics.destinations.stores import (
     ConsumerRollupRow,
     EndpointRollupRow,
@@ -33,24 +34,37 @@ if TYPE_CHECKING:
 __all__ = ["PostgresReader"]
 
 _MIN = -(2**63)
-_SUMS = """sum(count)::bigint, sum(errors)::bigint, sum(server_errors)::bigint,
-    sum(duration_ms_sum)::float8, sum(request_size_sum)::bigint, sum(request_size_n)::bigint,
-    sum(response_size_sum)::bigint, sum(response_size_n)::bigint"""
+_TYPES = ("bigint", "bigint", "bigint", "float8", "bigint", "bigint", "bigint", "bigint")
+_SUM_NAMES = ", ".join(TALLY_COLUMNS[:-1])
+_SUMS = ", ".join(f"sum({c})::{t} AS {c}" for c, t in zip(TALLY_COLUMNS[:-1], _TYPES, strict=True))
+_COLUMNS = ", ".join(TALLY_COLUMNS)
 
 
-def _rollup_query(table: str, keys: str) -> str:
-    # sums per key, and the histograms summed bucket by bucket (set-based: no per-row merge)
-    return f"""WITH m AS (SELECT * FROM {table} WHERE minute >= %(from)s),
-sums AS (SELECT {keys}, {_SUMS} FROM m GROUP BY {keys}),
-buckets AS (SELECT {keys}, b.key, sum(b.value::bigint) AS n
-    FROM m, jsonb_each_text(m.hist) AS b GROUP BY {keys}, b.key),
-hists AS (SELECT {keys}, jsonb_object_agg(key, n) AS hist FROM buckets GROUP BY {keys})
-SELECT sums.*, coalesce(hists.hist, '{{}}'::jsonb)
-FROM sums LEFT JOIN hists USING ({keys}) ORDER BY {keys}"""
+def _rollup_query(kind: str, keys: str) -> str:
+    # the minutes of the window's first, partial hour, then its whole hours; sums per key, and
+    # each key's histograms summed bucket by bucket (a small aggregate per key: measured 2-3x
+    # faster than grouping every bucket of every row by key and bucket)
+    return f"""WITH m AS (
+    SELECT {keys}, {_COLUMNS} FROM {kind}_minutes WHERE minute >= %(from)s AND minute < %(until)s
+    UNION ALL SELECT {keys}, {_COLUMNS} FROM {kind}_hours WHERE hour >= %(hour)s),
+k AS (SELECT {keys}, {_SUMS}, array_agg(hist) AS hists FROM m GROUP BY {keys})
+SELECT {keys}, {_SUM_NAMES}, coalesce((SELECT jsonb_object_agg(s.key, s.n) FROM (
+    SELECT b.key, sum(b.value::bigint) AS n FROM unnest(k.hists) AS h, jsonb_each_text(h) AS b
+    GROUP BY b.key) AS s), '{{}}'::jsonb)
+FROM k ORDER BY {keys}"""
 
 
-_ENDPOINTS = _rollup_query("endpoint_minutes", "method, route, status_class")
-_CONSUMERS = _rollup_query("consumer_minutes", "consumer_id, status_class")
+def _window(from_minute: int | None) -> dict[str, int]:
+    """The query's parameters: all time is the hours alone; a window starting mid-hour reads
+    the minutes up to its first whole hour, then the hours from there on."""
+    if from_minute is None:
+        return {"from": 0, "until": 0, "hour": _MIN}
+    first_hour = -(-from_minute // 60)
+    return {"from": from_minute, "until": first_hour * 60, "hour": first_hour}
+
+
+_ENDPOINTS = _rollup_query("endpoint", "method, route, status_class")
+_CONSUMERS = _rollup_query("consumer", "consumer_id, status_class")
 
 
 class PostgresReader:
@@ -120,11 +134,11 @@ class PostgresReader:
             raise StoreError(f"cannot read {self.shown}: {describe_error(exc, self._url)}") from None
 
     def endpoint_rollups(self, from_minute: int | None) -> Iterable[EndpointRollupRow]:
-        rows = self._rows(_ENDPOINTS, {"from": _MIN if from_minute is None else from_minute})
+        rows = self._rows(_ENDPOINTS, _window(from_minute))
         return [(r[0], key_value(r[1]), *r[2:]) for r in rows]
 
     def consumer_rollups(self, from_minute: int | None) -> Iterable[ConsumerRollupRow]:
-        rows = self._rows(_CONSUMERS, {"from": _MIN if from_minute is None else from_minute})
+        rows = self._rows(_CONSUMERS, _window(from_minute))
         return [(key_value(r[0]), *r[1:]) for r in rows]
 
     def consumer_labels(self) -> Iterable[tuple[str, str | None, str | None]]:

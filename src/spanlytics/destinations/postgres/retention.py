@@ -1,5 +1,6 @@
-"""Retention for the PostgreSQL store: delete old records (and, later, old rollup minutes) in
-small transactions, so that writers never wait long on the pruner.
+"""Retention for the PostgreSQL store: delete old records and old rollup rows (minutes, and
+the hours before the cutoff's hour) in small transactions, so that writers never wait long
+on the pruner.
 
 ``spanlytics prune --db postgresql://... --older-than 7d`` calls :func:`prune_postgres`; every
 writer calls :func:`prune_step` at most once a minute, with a time budget, and only the one
@@ -27,8 +28,8 @@ _DELETE_REQUESTS = (
     "DELETE FROM requests WHERE ctid = ANY(ARRAY("
     "SELECT ctid FROM requests WHERE start_time_ns < %s LIMIT %s))"
 )
-_DELETE_MINUTES = (
-    "DELETE FROM {table} WHERE ctid = ANY(ARRAY(SELECT ctid FROM {table} WHERE minute < %s LIMIT %s))"
+_DELETE_ROLLUPS = (
+    "DELETE FROM {table} WHERE ctid = ANY(ARRAY(SELECT ctid FROM {table} WHERE {unit} < %s LIMIT %s))"
 )
 
 
@@ -72,8 +73,16 @@ def prune_step(
             return Pruned(records, 0)
     if rollups_older_than_s is not None:
         minute = (now_ns - int(rollups_older_than_s * 1e9)) // MINUTE_NS
-        for table in ("endpoint_minutes", "consumer_minutes"):
-            n, done = _chunks(conn, _DELETE_MINUTES.format(table=table), minute, deadline, locked)
+        # the minutes before the cutoff, and the hours before the cutoff's hour (which holds
+        # minutes that are kept)
+        for table, unit, cutoff in (
+            ("endpoint_minutes", "minute", minute),
+            ("consumer_minutes", "minute", minute),
+            ("endpoint_hours", "hour", minute // 60),
+            ("consumer_hours", "hour", minute // 60),
+        ):
+            sql = _DELETE_ROLLUPS.format(table=table, unit=unit)
+            n, done = _chunks(conn, sql, cutoff, deadline, locked)
             rollup_rows += n
             if not done:
                 break
@@ -87,8 +96,9 @@ def prune_postgres(
     rollups_older_than_s: float | None = None,
     now_ns: int | None = None,
 ) -> Pruned:
-    """Delete the records that started more than ``older_than_s`` ago and the rollup minutes
-    older than ``rollups_older_than_s`` (None: keep them), ``CHUNK_ROWS`` per transaction.
+    """Delete the records that started more than ``older_than_s`` ago, the rollup minutes
+    older than ``rollups_older_than_s`` and the rollup hours before that cutoff's hour (None:
+    keep them), ``CHUNK_ROWS`` per transaction.
     Raises :class:`~spanlytics.destinations.stores.StoreError` (one line, no password)."""
     from spanlytics.destinations.postgres.connect import MISSING_DRIVER, connect, describe_error
     from spanlytics.destinations.postgres.options import redact_url

@@ -7,6 +7,9 @@
   :mod:`spanlytics.destinations.rollups`, histograms as ``jsonb`` merged by the SQL function
   ``spanlytics_hist_merge(jsonb, jsonb)`` (and summed over rows by the aggregate
   ``spanlytics_hist_sum(jsonb)``).
+* ``endpoint_hours``, ``consumer_hours``: the same tallies per hour (``hour = minute // 60``),
+  written in the minutes' transaction, so a report reads 24 rows per key for a day instead
+  of 1,440 (as the local store's hour tables).
 * ``spanlytics_schema``: one row, the schema version. :data:`MIGRATIONS` step ``i`` takes it
   from ``i`` to ``i + 1``; append steps, never edit old ones.
 
@@ -65,6 +68,19 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     status_class int NOT NULL,
     {_TALLY},
     PRIMARY KEY (minute, consumer_id, status_class))""",
+        f"""CREATE TABLE endpoint_hours (
+    hour bigint NOT NULL,
+    method text NOT NULL,
+    route text NOT NULL,
+    status_class int NOT NULL,
+    {_TALLY},
+    PRIMARY KEY (hour, method, route, status_class))""",
+        f"""CREATE TABLE consumer_hours (
+    hour bigint NOT NULL,
+    consumer_id text NOT NULL,
+    status_class int NOT NULL,
+    {_TALLY},
+    PRIMARY KEY (hour, consumer_id, status_class))""",
         """CREATE TABLE consumers (
     consumer_id text PRIMARY KEY,
     name text,
