@@ -58,7 +58,9 @@ class PgServer:
         self.log = root / "server.log"
         binaries = pg_bin()
         if binaries is None:
-            pytest.fail("PostgreSQL is not installed: scripts/test.sh installs it (Debian package postgresql)")
+            pytest.fail(
+                "PostgreSQL is not installed: scripts/test.sh installs it (Debian package postgresql)"
+            )
         self.bin = binaries
         self.as_root = os.geteuid() == 0
 
