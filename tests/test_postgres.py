@@ -20,7 +20,7 @@ from spanlytics.destinations.postgres import PostgresStore, build_postgres, reda
 from spanlytics.destinations.postgres.options import PostgresOptions, parse_postgres_url
 from spanlytics.destinations.postgres.reader import PostgresReader
 from spanlytics.destinations.postgres.retention import prune_postgres
-from spanlytics.destinations.postgres.rows import LEGACY_FORMAT, copy_batches, copy_line
+from spanlytics.destinations.postgres.rows import LEGACY_FORMAT, copy_batches, copy_line, merge_batches
 from spanlytics.destinations.postgres.transport import PostgresTransport
 from spanlytics.destinations.rollups import MINUTE_NS, Rollups, Tally, parse_hist
 from spanlytics.destinations.stores import StoreError
@@ -189,6 +189,30 @@ def test_rollups_are_exact_and_a_retried_batch_counts_once(pg_db: PgDatabase) ->
           r.request_size, r.response_size) for r in records[:5]),
         key=repr,
     )  # fmt: skip
+
+
+def test_batches_joined_while_they_wait_are_written_and_counted_as_one(pg_db: PgDatabase) -> None:
+    records = sample_records(300, step_ns=23_000_000_000)  # about two hours, many minutes
+    for record in records[::7]:  # labels that change: the newest non-null wins across parts
+        object.__setattr__(record, "consumer", Consumer("c1", f"name at {record.start_time_ns}", None))
+    parts = list(copy_batches(records, 50, 1 << 20))
+    joined = parts[0]
+    for part in parts[1:]:
+        merged = merge_batches(joined, part, max_records=10_000, max_bytes=1 << 24)
+        assert merged is not None
+        joined = merged
+    assert joined.records == 300 and joined.body.startswith(b"[{")  # an array of six documents
+    assert merge_batches(joined, parts[0], max_records=320, max_bytes=1 << 24) is None  # the caps
+    assert merge_batches(joined, parts[0], max_records=10_000, max_bytes=len(joined.body)) is None
+    transport = PostgresTransport(pg_db.url)
+    assert transport.send(joined).outcome == "sent"
+    assert transport.send(joined).outcome == "sent"  # again (a lost answer): counted once
+    transport.close()
+    assert pg_db.count() == 300
+    assert_rollups_match(pg_db.url, records)
+    assert_hours_match(pg_db)
+    expected = Rollups.of(records).labels["c1"][0]  # the latest non-null name, as one batch has it
+    assert pg_db.sql("SELECT name FROM consumers WHERE consumer_id = 'c1'") == [(expected,)]
 
 
 def test_a_batch_partly_stored_stores_and_counts_only_its_new_records(pg_db: PgDatabase) -> None:

@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from spanlytics._json import dumps_text
+from spanlytics._json import dumps_text, loads_text
 from spanlytics.destinations.rollups import MINUTE_NS, NONE, TALLY_COLUMNS, Rollups, Tally, status_class
 
 if TYPE_CHECKING:
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 K = TypeVar("K")
 
-__all__ = ["FIELDS", "RollupFields", "rollups_json", "rollups_of", "write_rollups"]
+__all__ = ["FIELDS", "RollupFields", "combine_documents", "rollups_json", "rollups_of", "write_rollups"]
 
 FIELDS = (
     "start_time_ns",
@@ -233,3 +233,57 @@ def write_rollups(conn: psycopg.Connection[tuple[Any, ...]], document: str) -> N
     """Add the rollups of ``document`` (:func:`rollups_json`) to the rollup tables, ``conn``
     in the batch's transaction."""
     conn.execute(_UPSERT, (document,))
+
+
+def _add_rows(into: dict[tuple[Any, ...], list[Any]], rows: list[list[Any]], width: int) -> None:
+    """Tally rows (key columns, then :func:`_tally`'s) added into ``into`` by key."""
+    for row in rows:
+        key = tuple(row[:width])
+        seen = into.get(key)
+        if seen is None:
+            into[key] = row
+            continue
+        for i in range(width, width + 8):
+            if i == width + 3:  # the duration sum travels as text (repr of a double)
+                seen[i] = repr(float(seen[i]) + float(row[i]))
+            else:
+                seen[i] += row[i]
+        hist = seen[width + 8]
+        for bucket, n in row[width + 8].items():
+            hist[bucket] = hist.get(bucket, 0) + n
+
+
+def _first(value: str | None, otherwise: str | None) -> str | None:
+    return otherwise if value is None else value
+
+
+def combine_documents(header: str) -> str:
+    """A batch's rollups line as one document: a merged batch (the sender joins batches that
+    wait behind a slow database) carries a JSON array of its parts' documents, added up here,
+    on the sender's thread, so that the batch still costs one upsert statement."""
+    if not header.startswith("["):
+        return header
+    documents = loads_text(header)
+    if len(documents) == 1:
+        return dumps_text(documents[0])
+    endpoints: dict[tuple[Any, ...], list[Any]] = {}
+    consumers: dict[tuple[Any, ...], list[Any]] = {}
+    labels: dict[str, list[Any]] = {}
+    for document in documents:
+        _add_rows(endpoints, document["e"], 4)
+        _add_rows(consumers, document["c"], 3)
+        for cid, name, group, seen_ns in document["l"]:
+            seen = labels.get(cid)
+            if seen is None:
+                labels[cid] = [cid, name, group, seen_ns]
+            elif seen_ns >= seen[3]:  # newer: its labels win, a null never erases
+                labels[cid] = [cid, _first(name, seen[1]), _first(group, seen[2]), seen_ns]
+            else:
+                labels[cid] = [cid, _first(seen[1], name), _first(seen[2], group), seen[3]]
+    return dumps_text(
+        {
+            "e": [endpoints[k] for k in sorted(endpoints)],
+            "c": [consumers[k] for k in sorted(consumers)],
+            "l": [labels[k] for k in sorted(labels)],
+        }
+    )

@@ -4,7 +4,9 @@ transport streams to the server as it is, without decoding it again.
 A batch (format :data:`FORMAT`) is one line of JSON, the rollups of its records
 (:func:`~spanlytics.destinations.postgres.batch_rollups.rollups_json`, what the transport adds
 to the rollup tables when every record is new to the store), then the COPY lines; a batch of
-:data:`LEGACY_FORMAT` (spooled by an earlier version) is the COPY lines alone.
+:data:`LEGACY_FORMAT` (spooled by an earlier version) is the COPY lines alone. Batches that
+wait behind a slow database are joined (:func:`merge_batches`): the rollups line of a joined
+batch is a JSON array of its parts' documents, added up when it is written.
 
 One line per record, the columns of :data:`COLUMNS` separated by tabs, ``\\N`` for NULL,
 backslash, tab, newline and carriage return escaped. PostgreSQL's text cannot hold a NUL
@@ -25,7 +27,7 @@ from spanlytics.destinations.rollups import Rollups
 if TYPE_CHECKING:
     from spanlytics.record import RequestRecord
 
-__all__ = ["COLUMNS", "FORMAT", "LEGACY_FORMAT", "copy_batches", "copy_line", "split_batch"]
+__all__ = ["COLUMNS", "FORMAT", "LEGACY_FORMAT", "copy_batches", "copy_line", "merge_batches", "split_batch"]
 
 FORMAT = "copy-v2"
 """The batch's ``path``: its layout (the rollups line, then the columns of schema version 1)."""
@@ -88,3 +90,22 @@ def split_batch(path: str, body: bytes) -> tuple[str | None, memoryview]:
         return None, memoryview(body)
     end = body.index(b"\n")
     return body[:end].decode("utf-8"), memoryview(body)[end + 1 :]
+
+
+def _documents(header: bytes) -> bytes:
+    """A rollups line as the comma-separated documents it holds (one, or an array's)."""
+    return header[1:-1] if header.startswith(b"[") else header
+
+
+def merge_batches(queued: Batch, new: Batch, *, max_records: int, max_bytes: int) -> Batch | None:
+    """``queued`` and ``new`` as one batch (None when that would exceed the caps, or either is
+    of another format): their rollups lines as one array, then their COPY lines. Bytes are
+    only copied, never decoded: the sender calls this with its queue locked."""
+    if queued.path != FORMAT or new.path != FORMAT:
+        return None
+    if queued.records + new.records > max_records or len(queued.body) + len(new.body) > max_bytes:
+        return None
+    q_end, n_end = queued.body.index(b"\n"), new.body.index(b"\n")
+    header = b"[" + _documents(queued.body[:q_end]) + b"," + _documents(new.body[:n_end]) + b"]"
+    body = b"".join((header, queued.body[q_end:], new.body[n_end + 1 :]))
+    return Batch(body, queued.records + new.records, FORMAT, CONTENT_TYPE, created=queued.created)

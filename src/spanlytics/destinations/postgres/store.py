@@ -6,6 +6,7 @@ memory, go to the spool while the database is down or refuses, and are retried w
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -13,7 +14,7 @@ from typing import TYPE_CHECKING
 from spanlytics.delivery.settings import SenderSettings
 from spanlytics.destinations.postgres.connect import MISSING_DRIVER
 from spanlytics.destinations.postgres.options import PostgresOptions, redact_url
-from spanlytics.destinations.postgres.rows import copy_batches
+from spanlytics.destinations.postgres.rows import copy_batches, merge_batches
 
 if TYPE_CHECKING:
     from spanlytics.config import Settings
@@ -24,6 +25,12 @@ __all__ = ["PostgresStore", "UnavailableDestination", "build_postgres"]
 
 _logger = logging.getLogger("spanlytics.exporter")
 
+MERGE_RECORDS = 5000
+MERGE_BYTES = 16 * 1024 * 1024
+"""Batches that wait behind a slow database are joined up to these caps: one transaction
+then carries up to 5,000 records, and the rollup upserts (one row per key, not per record)
+are shared by all of them."""
+
 
 class PostgresStore:
     """Writes masked records to the PostgreSQL store at ``url``::
@@ -32,7 +39,9 @@ class PostgresStore:
         store.export(masked_records)  # never blocks on the database, never raises
         store.shutdown()              # delivers (or spools) what is queued
 
-    ``max_records`` / ``max_bytes`` bound one batch (one transaction).
+    ``max_records`` / ``max_bytes`` bound one encoded batch; batches that wait in the sender's
+    queue (the database is slower than the app) are joined up to :data:`MERGE_RECORDS` and
+    :data:`MERGE_BYTES`, so a busy store writes fewer, larger transactions.
     """
 
     name = "postgres"
@@ -61,7 +70,13 @@ class PostgresStore:
             rollup_retention_s=rollup_retention_s,
         )
         # the spool's name comes from the URL without its password: a new password keeps the spool
-        self.sender = Sender(self.name, sender_settings, transport=self.transport, spool_identity=self.shown)
+        self.sender = Sender(
+            self.name,
+            sender_settings,
+            transport=self.transport,
+            spool_identity=self.shown,
+            merge=functools.partial(merge_batches, max_records=MERGE_RECORDS, max_bytes=MERGE_BYTES),
+        )
 
     def __repr__(self) -> str:
         return f"PostgresStore({self.shown!r})"

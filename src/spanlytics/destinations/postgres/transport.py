@@ -34,6 +34,7 @@ from spanlytics.delivery.transport import Answer
 from spanlytics.destinations.postgres.batch_rollups import (
     FIELDS,
     RollupFields,
+    combine_documents,
     rollups_json,
     rollups_of,
     write_rollups,
@@ -177,7 +178,7 @@ class PostgresTransport:
                 if rollups is None:  # spooled by an earlier version: no rollups in it
                     write_some(conn, lines)
                 else:
-                    write_new(conn, lines, rollups)
+                    write_new(conn, lines, combine_documents(rollups))
             except Exception as exc:
                 if getattr(exc, "sqlstate", None) != _UNIQUE_VIOLATION:
                     raise
