@@ -454,6 +454,17 @@ def test_a_role_without_permissions_pauses(pg_db: PgDatabase, caplog: pytest.Log
     assert STRANGER_PASSWORD not in caplog.text
 
 
+def test_a_missing_database_pauses_with_one_line(pg_db: PgDatabase, caplog: pytest.LogCaptureFixture) -> None:
+    url = pg_db.server.url("no_such_database")
+    transport = PostgresTransport(url)
+    with caplog.at_level(logging.WARNING, logger="spanlytics"):
+        answer = transport.send(next(copy_batches(sample_records(3), 10, 1 << 20)))
+    assert answer.outcome == "pause"
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 1 and "no_such_database" in lines[0] and "does not exist" in lines[0], lines
+    assert WRITER_PASSWORD not in lines[0] and "writer:***@" in lines[0]
+
+
 def test_a_schema_newer_than_the_code_drops_batches_with_one_line(
     pg_db: PgDatabase, caplog: pytest.LogCaptureFixture
 ) -> None:
