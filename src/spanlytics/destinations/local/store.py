@@ -101,6 +101,13 @@ def _open_for_writing(path: str, busy_timeout_s: float) -> sqlite3.Connection:
     return conn
 
 
+def _reason(exc: Exception) -> str:
+    """A write error for a log line: its SQLite name or type, and sqlite3's message, which
+    ("database is locked", "disk I/O error") carries no bound values."""
+    reason = getattr(exc, "sqlite_errorname", None) or type(exc).__qualname__
+    return f"{reason}: {exc}" if isinstance(exc, sqlite3.Error) else str(reason)
+
+
 def _identity(path: str) -> tuple[int, int] | None:
     """The file at ``path`` as (device, inode), None when there is none."""
     try:
@@ -310,16 +317,12 @@ class LocalStore:
             except Exception as exc:
                 self.dropped += len(records)
                 self._close_connection()  # reopen on the next batch: the error may be transient
-                # sqlite3 messages ("database is locked", "disk I/O error") carry no bound values.
-                reason = getattr(exc, "sqlite_errorname", None) or type(exc).__qualname__
-                if isinstance(exc, sqlite3.Error):
-                    reason = f"{reason}: {exc}"
                 _log.warning(
                     "local.write",
                     "spanlytics local store %s: could not write %d records (%s); dropped",
                     self.path,
                     len(records),
-                    reason,
+                    _reason(exc),
                 )
             else:
                 self._maintain(last_rowid)
@@ -332,14 +335,11 @@ class LocalStore:
             self._keep_in_bounds(conn, last_rowid)
         except Exception as exc:
             self._trimming = False
-            reason = getattr(exc, "sqlite_errorname", None) or type(exc).__qualname__
-            if isinstance(exc, sqlite3.Error):
-                reason = f"{reason}: {exc}"
             _log.warning(
                 "local.retention",
                 "spanlytics local store %s: could not delete old records (%s); trying again later",
                 self.path,
-                reason,
+                _reason(exc),
             )
 
     def force_flush(self, timeout_s: float = 10.0) -> bool:
