@@ -11,8 +11,6 @@ The PostgreSQL store is imported only for a URL, so psycopg stays optional.
 
 from __future__ import annotations
 
-from typing import Any
-
 from spanlytics.destinations.stores import Pruned, StoreReader
 
 __all__ = ["is_postgres_url", "open_reader", "prune"]
@@ -43,15 +41,14 @@ def prune(
     """Delete the records older than ``older_than_s`` (and the rollup minutes older than
     ``rollups_older_than_s``) now, in small transactions that never block writers for long;
     None leaves that kind alone."""
-    kwargs: dict[str, Any] = {
-        "older_than_s": older_than_s,
-        "rollups_older_than_s": rollups_older_than_s,
-        "now_ns": now_ns,
-    }
     if is_postgres_url(db):
         from spanlytics.destinations.postgres.retention import prune_postgres
 
-        return prune_postgres(db, **kwargs)
+        return prune_postgres(
+            db, older_than_s=older_than_s, rollups_older_than_s=rollups_older_than_s, now_ns=now_ns
+        )
     from spanlytics.destinations.local.retention import prune_local
 
-    return prune_local(db, **kwargs)
+    return prune_local(
+        db, older_than_s=older_than_s, rollups_older_than_s=rollups_older_than_s, now_ns=now_ns
+    )
