@@ -118,7 +118,8 @@ def test_an_outage_under_load_loses_nothing_and_duplicates_nothing(pg_db: PgData
             time.sleep(max(0.0, down_until - time.monotonic()))  # the outage lasts 10 s
         finally:
             server.start()
-        time.sleep(1.0)  # load goes on after the restart
+        restarted_at = sent
+        poll_until(lambda: sent >= restarted_at + 400, 20, "load after the restart")  # 20 batches
     finally:
         stop.set()
         thread.join(10)
