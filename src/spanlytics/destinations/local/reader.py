@@ -20,6 +20,7 @@ from spanlytics.destinations.local.schema import (
 )
 from spanlytics.destinations.rollups import (
     MINUTE_NS,
+    NONE,
     TALLY_COLUMNS,
     Rollups,
     Tally,
@@ -28,11 +29,23 @@ from spanlytics.destinations.rollups import (
     key_value,
     parse_hist,
 )
-from spanlytics.destinations.stores import ConsumerRollupRow, EndpointRollupRow, RawRow
+from spanlytics.destinations.stores import (
+    ALL_TIME,
+    GROUPS,
+    ConsumerRollupRow,
+    EndpointRollupRow,
+    GroupRow,
+    LogRow,
+    RawRow,
+    RequestFilter,
+    SeriesRow,
+    window_parts,
+)
 from spanlytics.record import RequestRecord
 
 _SELECT = f"SELECT {', '.join(COLUMNS)} FROM requests"
 _MIN_NS = -(2**63)
+_MAX_NS = 2**63 - 1
 
 
 def connect_for_reading(path: str | os.PathLike[str]) -> sqlite3.Connection:
@@ -83,7 +96,7 @@ _TALLY_SUMS = ", ".join(f"sum({c})" for c in TALLY_COLUMNS if c != "hist")
 _RAW = "method, route, consumer_id, status, duration_ms, request_size, response_size"
 _LABEL_ROWS = (
     "SELECT start_time_ns, method, route, status, duration_ms, request_size, response_size, "
-    "consumer_id, consumer_name, consumer_group FROM requests WHERE start_time_ns >= ?"
+    "consumer_id, consumer_name, consumer_group FROM requests WHERE start_time_ns >= ? AND start_time_ns < ?"
 )
 
 
@@ -139,7 +152,7 @@ class LocalReader:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self._conn = connect_for_reading(path)
         self._rollups = user_version(self._conn) >= ROLLUP_VERSION
-        self._computed: dict[int | None, Rollups] = {}
+        self._computed: dict[tuple[int | None, int | None], Rollups] = {}
         self._conn.create_aggregate("spanlytics_hist_sum", 1, _HistSum)  # type: ignore[arg-type]  # typeshed: finalize -> int
 
     def __enter__(self) -> LocalReader:
@@ -152,27 +165,35 @@ class LocalReader:
         finally:
             self._conn.close()
 
-    def _from_records(self, from_minute: int | None) -> Rollups:
+    def _from_records(self, from_minute: int | None, until_minute: int | None = None) -> Rollups:
         """A version-1 file's rollups, added up from its records."""
-        if from_minute not in self._computed:
+        key = (from_minute, until_minute)
+        if key not in self._computed:
             rollups = Rollups()
             since = _MIN_NS if from_minute is None else from_minute * MINUTE_NS
-            tally_rows(self._conn.execute(_LABEL_ROWS, (since,)), rollups)
-            self._computed[from_minute] = rollups
-        return self._computed[from_minute]
+            until = _MAX_NS if until_minute is None else until_minute * MINUTE_NS
+            tally_rows(self._conn.execute(_LABEL_ROWS, (since, until)), rollups)
+            self._computed[key] = rollups
+        return self._computed[key]
 
-    def _summed(self, kind: str, keys: str, from_minute: int | None) -> list[tuple[Any, ...]]:
-        """``kind`` (endpoint, consumer) rollups added up per key from ``from_minute`` on."""
+    def _summed(
+        self, kind: str, keys: str, from_minute: int | None, until_minute: int | None
+    ) -> list[tuple[Any, ...]]:
+        """``kind`` (endpoint, consumer) rollups added up per key over the window: whole hours
+        from the hour tables, the minutes of partial hours at its edges from the minutes."""
         queries: list[tuple[str, tuple[int, ...]]] = []
         select = f"SELECT {keys}, {_TALLY_SUMS}, spanlytics_hist_sum(hist) FROM {kind}"
-        if from_minute is None:
-            queries.append((f"{select}_hours GROUP BY {keys}", ()))
-        else:
-            first_hour = -(-from_minute // 60)
-            if from_minute < first_hour * 60:  # the minutes before the first whole hour
-                queries.append((f"{select}_minutes WHERE minute >= ? AND minute < ? GROUP BY {keys}",
-                                (from_minute, first_hour * 60)))  # fmt: skip
-            queries.append((f"{select}_hours WHERE hour >= ? GROUP BY {keys}", (first_hour,)))
+        minutes, (first_hour, last_hour) = window_parts(
+            ALL_TIME if from_minute is None else from_minute, until_minute
+        )
+        for start, end in minutes:
+            queries.append(
+                (f"{select}_minutes WHERE minute >= ? AND minute < ? GROUP BY {keys}", (start, end))
+            )
+        if first_hour < last_hour:
+            queries.append(
+                (f"{select}_hours WHERE hour >= ? AND hour < ? GROUP BY {keys}", (first_hour, last_hour))
+            )
         width = keys.count(",") + 1
         tallies: dict[tuple[Any, ...], Tally] = {}
         for sql, params in queries:
@@ -186,22 +207,28 @@ class LocalReader:
                     tallies[key] = tally
         return _rows(tallies)
 
-    def endpoint_rollups(self, from_minute: int | None) -> list[EndpointRollupRow]:
+    def endpoint_rollups(
+        self, from_minute: int | None, until_minute: int | None = None
+    ) -> list[EndpointRollupRow]:
         """(method, route, status class, tally columns...) per endpoint and status class."""
         if not self._rollups:
-            return _rows(_without_minutes(self._from_records(from_minute).endpoints))
-        return self._summed("endpoint", "method, route, status_class", from_minute)
+            computed = self._from_records(from_minute, until_minute)
+            return _rows(_without_minutes(computed.endpoints))
+        return self._summed("endpoint", "method, route, status_class", from_minute, until_minute)
 
-    def consumer_rollups(self, from_minute: int | None) -> list[ConsumerRollupRow]:
+    def consumer_rollups(
+        self, from_minute: int | None, until_minute: int | None = None
+    ) -> list[ConsumerRollupRow]:
         """(consumer id, status class, tally columns...) per consumer and status class."""
         if not self._rollups:
-            return _rows(_without_minutes(self._from_records(from_minute).consumers))
-        return self._summed("consumer", "consumer_id, status_class", from_minute)
+            computed = self._from_records(from_minute, until_minute)
+            return _rows(_without_minutes(computed.consumers))
+        return self._summed("consumer", "consumer_id, status_class", from_minute, until_minute)
 
     def consumer_labels(self) -> list[tuple[str, str | None, str | None]]:
         """(consumer id, name, group): the latest non-null name and group per consumer."""
         if not self._rollups:
-            labels = self._from_records(None).labels
+            labels = self._from_records(None, None).labels
             return [(cid, name, group) for cid, (name, group, _) in sorted(labels.items())]
         return list(self._conn.execute("SELECT consumer_id, name, group_name FROM consumers"))
 
@@ -217,3 +244,104 @@ class LocalReader:
             (_MIN_NS if since_ns is None else since_ns,),
         )
         return (from_row(row) for row in cursor)
+
+    # What the dashboard reads besides.
+
+    def _series(
+        self, kind: str, from_minute: int, until_minute: int, per_hour: bool, where: str, params: list[Any]
+    ) -> list[SeriesRow]:
+        if not self._rollups:
+            return self._series_from_records(kind, from_minute, until_minute, per_hour, where, params)
+        unit, start, end = ("hour", from_minute // 60, -(-until_minute // 60)) if per_hour else (
+            "minute", from_minute, until_minute)  # fmt: skip
+        table = f"{kind}_{unit}s"
+        sql = (
+            f"SELECT {unit}, status_class, {_TALLY_SUMS}, spanlytics_hist_sum(hist) FROM {table} "
+            f"WHERE {unit} >= ? AND {unit} < ?{where} "
+            f"GROUP BY {unit}, status_class ORDER BY {unit}, status_class"
+        )
+        return list(self._conn.execute(sql, (start, end, *params)))
+
+    def _series_from_records(
+        self, kind: str, from_minute: int, until_minute: int, per_hour: bool, where: str, params: list[Any]
+    ) -> list[SeriesRow]:
+        """A version-1 file's series, added up from its records."""
+        if per_hour:
+            from_minute, until_minute = from_minute // 60 * 60, -(-until_minute // 60) * 60
+        # the records hold NULL where the rollup keys hold NONE
+        where = where.replace("route = ?", "coalesce(route, '') = ?").replace(
+            "consumer_id = ?", "coalesce(consumer_id, '') = ?"
+        )
+        rows = self._conn.execute(
+            f"{_LABEL_ROWS}{where}", (from_minute * MINUTE_NS, until_minute * MINUTE_NS, *params)
+        )
+        rollups = Rollups()
+        tally_rows(rows, rollups)
+        buckets: dict[tuple[int, int], Tally] = {}
+        for key, tally in (rollups.endpoints if kind == "endpoint" else rollups.consumers).items():
+            bucket = (key[0] // 60 if per_hour else key[0], key[-1])
+            buckets.setdefault(bucket, Tally()).merge(tally)
+        return [(*k, *t.columns()) for k, t in sorted(buckets.items())]
+
+    def endpoint_series(
+        self,
+        from_minute: int,
+        until_minute: int,
+        *,
+        per_hour: bool = False,
+        endpoint: tuple[str, str | None] | None = None,
+    ) -> list[SeriesRow]:
+        if endpoint is None:
+            return self._series("endpoint", from_minute, until_minute, per_hour, "", [])
+        method, route = endpoint
+        params: list[Any] = [method, NONE if route is None else route]
+        return self._series(
+            "endpoint", from_minute, until_minute, per_hour, " AND method = ? AND route = ?", params
+        )
+
+    def consumer_series(
+        self, from_minute: int, until_minute: int, consumer_id: str | None, *, per_hour: bool = False
+    ) -> list[SeriesRow]:
+        params: list[Any] = [NONE if consumer_id is None else consumer_id]
+        return self._series("consumer", from_minute, until_minute, per_hour, " AND consumer_id = ?", params)
+
+    def request_groups(self, by: str, where: RequestFilter, limit: int = 100) -> list[GroupRow]:
+        keys = GROUPS[by]
+        conditions, params = where.clauses("?", _CONTAINS)
+        second = keys[1] if len(keys) > 1 else "NULL"
+        sql = (
+            f"SELECT {keys[0]}, {second}, count(*), coalesce(sum(status >= 400), 0), "
+            "coalesce(sum(status IS NULL OR status >= 500), 0), total(duration_ms), max(duration_ms) "
+            f"FROM requests{_where(conditions)} GROUP BY {', '.join(keys)} ORDER BY 3 DESC, 1 LIMIT ?"
+        )
+        return list(self._conn.execute(sql, (*params, limit)))
+
+    def request_page(
+        self,
+        where: RequestFilter,
+        limit: int,
+        before: tuple[int, str] | None = None,
+        *,
+        slowest: bool = False,
+    ) -> list[LogRow]:
+        conditions, params = where.clauses("?", _CONTAINS)
+        if before is not None and not slowest:
+            conditions.append("(start_time_ns, id) < (?, ?)")
+            params.extend(before)
+        order = "duration_ms DESC, start_time_ns DESC, id DESC" if slowest else "start_time_ns DESC, id DESC"
+        sql = f"SELECT {_LOG} FROM requests{_where(conditions)} ORDER BY {order} LIMIT ?"
+        return list(self._conn.execute(sql, (*params, limit)))
+
+    def record(self, record_id: str) -> RequestRecord | None:
+        row = self._conn.execute(f"{_SELECT} WHERE id = ?", (record_id,)).fetchone()
+        return None if row is None else from_row(row)
+
+
+_CONTAINS = "instr(path, {}) > 0"
+_LOG = (
+    "id, start_time_ns, method, route, path, status, duration_ms, consumer_id, consumer_name, exception_type"
+)
+
+
+def _where(conditions: list[str]) -> str:
+    return f" WHERE {' AND '.join(conditions)}" if conditions else ""

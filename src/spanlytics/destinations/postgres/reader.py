@@ -18,12 +18,19 @@ from spanlytics.destinations.postgres.connect import MISSING_DRIVER, connect, de
 from spanlytics.destinations.postgres.options import redact_url, url_problem
 from spanlytics.destinations.postgres.rows import COLUMNS
 from spanlytics.destinations.postgres.schema import SchemaError, schema_version
-from spanlytics.destinations.rollups import TALLY_COLUMNS, key_value
+from spanlytics.destinations.rollups import NONE, TALLY_COLUMNS, key_value
 from spanlytics.destinations.stores import (
+    ALL_TIME,
+    GROUPS,
     ConsumerRollupRow,
     EndpointRollupRow,
+    GroupRow,
+    LogRow,
     RawRow,
+    RequestFilter,
+    SeriesRow,
     StoreError,
+    window_parts,
 )
 
 if TYPE_CHECKING:
@@ -45,8 +52,9 @@ def _rollup_query(kind: str, keys: str) -> str:
     # each key's histograms summed bucket by bucket (a small aggregate per key: measured 2-3x
     # faster than grouping every bucket of every row by key and bucket)
     return f"""WITH m AS (
-    SELECT {keys}, {_COLUMNS} FROM {kind}_minutes WHERE minute >= %(from)s AND minute < %(until)s
-    UNION ALL SELECT {keys}, {_COLUMNS} FROM {kind}_hours WHERE hour >= %(hour)s),
+    SELECT {keys}, {_COLUMNS} FROM {kind}_minutes
+        WHERE minute >= %(from)s AND minute < %(until)s OR minute >= %(from2)s AND minute < %(until2)s
+    UNION ALL SELECT {keys}, {_COLUMNS} FROM {kind}_hours WHERE hour >= %(hour)s AND hour < %(hour_end)s),
 k AS (SELECT {keys}, {_SUMS}, array_agg(hist) AS hists FROM m GROUP BY {keys})
 SELECT {keys}, {_SUM_NAMES}, coalesce((SELECT jsonb_object_agg(s.key, s.n) FROM (
     SELECT b.key, sum(b.value::bigint) AS n FROM unnest(k.hists) AS h, jsonb_each_text(h) AS b
@@ -54,13 +62,43 @@ SELECT {keys}, {_SUM_NAMES}, coalesce((SELECT jsonb_object_agg(s.key, s.n) FROM 
 FROM k ORDER BY {keys}"""
 
 
-def _window(from_minute: int | None) -> dict[str, int]:
-    """The query's parameters: all time is the hours alone; a window starting mid-hour reads
-    the minutes up to its first whole hour, then the hours from there on."""
-    if from_minute is None:
-        return {"from": 0, "until": 0, "hour": _MIN}
-    first_hour = -(-from_minute // 60)
-    return {"from": from_minute, "until": first_hour * 60, "hour": first_hour}
+def _window(from_minute: int | None, until_minute: int | None = None) -> dict[str, int]:
+    """The query's parameters: the minutes of the partial hours at the window's edges, and
+    its whole hours (all time: the hours alone)."""
+    minutes, (first_hour, last_hour) = window_parts(
+        ALL_TIME if from_minute is None else from_minute, until_minute
+    )
+    minutes += [(0, 0)] * (2 - len(minutes))
+    (start, end), (start2, end2) = minutes
+    return {
+        "from": start,
+        "until": end,
+        "from2": start2,
+        "until2": end2,
+        "hour": first_hour,
+        "hour_end": last_hour,
+    }
+
+
+def _series_query(kind: str, unit: str, where: str) -> str:
+    """Per bucket and status class, each bucket's histograms summed as in :func:`_rollup_query`."""
+    return f"""WITH k AS (SELECT {unit} AS bucket, status_class, {_SUMS}, array_agg(hist) AS hists
+    FROM {kind}_{unit}s WHERE {unit} >= %(start)s AND {unit} < %(end)s{where}
+    GROUP BY {unit}, status_class)
+SELECT bucket, status_class, {_SUM_NAMES}, coalesce((SELECT jsonb_object_agg(s.key, s.n) FROM (
+    SELECT b.key, sum(b.value::bigint) AS n FROM unnest(k.hists) AS h, jsonb_each_text(h) AS b
+    GROUP BY b.key) AS s), '{{}}'::jsonb)
+FROM k ORDER BY bucket, status_class"""
+
+
+_CONTAINS = "strpos(path, {}) > 0"
+_LOG = (
+    "id, start_time_ns, method, route, path, status, duration_ms, consumer_id, consumer_name, exception_type"
+)
+
+
+def _where(conditions: list[str]) -> str:
+    return f" WHERE {' AND '.join(conditions)}" if conditions else ""
 
 
 _ENDPOINTS = _rollup_query("endpoint", "method, route, status_class")
@@ -133,12 +171,16 @@ class PostgresReader:
         except self._psycopg_error as exc:
             raise StoreError(f"cannot read {self.shown}: {describe_error(exc, self._url)}") from None
 
-    def endpoint_rollups(self, from_minute: int | None) -> Iterable[EndpointRollupRow]:
-        rows = self._rows(_ENDPOINTS, _window(from_minute))
+    def endpoint_rollups(
+        self, from_minute: int | None, until_minute: int | None = None
+    ) -> Iterable[EndpointRollupRow]:
+        rows = self._rows(_ENDPOINTS, _window(from_minute, until_minute))
         return [(r[0], key_value(r[1]), *r[2:]) for r in rows]
 
-    def consumer_rollups(self, from_minute: int | None) -> Iterable[ConsumerRollupRow]:
-        rows = self._rows(_CONSUMERS, _window(from_minute))
+    def consumer_rollups(
+        self, from_minute: int | None, until_minute: int | None = None
+    ) -> Iterable[ConsumerRollupRow]:
+        rows = self._rows(_CONSUMERS, _window(from_minute, until_minute))
         return [(key_value(r[0]), *r[1:]) for r in rows]
 
     def consumer_labels(self) -> Iterable[tuple[str, str | None, str | None]]:
@@ -173,3 +215,74 @@ class PostgresReader:
                 cursor.close()
 
         return rows()
+
+    # What the dashboard reads besides.
+
+    def _series(
+        self,
+        kind: str,
+        from_minute: int,
+        until_minute: int,
+        per_hour: bool,
+        where: str,
+        params: dict[str, Any],
+    ) -> list[SeriesRow]:
+        if per_hour:
+            unit, start, end = "hour", from_minute // 60, -(-until_minute // 60)
+        else:
+            unit, start, end = "minute", from_minute, until_minute
+        sql = _series_query(kind, unit, where)
+        return [tuple(r) for r in self._rows(sql, {"start": start, "end": end, **params})]
+
+    def endpoint_series(
+        self,
+        from_minute: int,
+        until_minute: int,
+        *,
+        per_hour: bool = False,
+        endpoint: tuple[str, str | None] | None = None,
+    ) -> list[SeriesRow]:
+        if endpoint is None:
+            return self._series("endpoint", from_minute, until_minute, per_hour, "", {})
+        where = " AND method = %(method)s AND route = %(route)s"
+        params = {"method": endpoint[0], "route": NONE if endpoint[1] is None else endpoint[1]}
+        return self._series("endpoint", from_minute, until_minute, per_hour, where, params)
+
+    def consumer_series(
+        self, from_minute: int, until_minute: int, consumer_id: str | None, *, per_hour: bool = False
+    ) -> list[SeriesRow]:
+        params = {"consumer": NONE if consumer_id is None else consumer_id}
+        where = " AND consumer_id = %(consumer)s"
+        return self._series("consumer", from_minute, until_minute, per_hour, where, params)
+
+    def request_groups(self, by: str, where: RequestFilter, limit: int = 100) -> list[GroupRow]:
+        keys = GROUPS[by]
+        conditions, params = where.clauses("%s", _CONTAINS)
+        second = keys[1] if len(keys) > 1 else "NULL::text"
+        sql = (
+            f"SELECT {keys[0]}, {second}, count(*), count(*) FILTER (WHERE status >= 400), "
+            "count(*) FILTER (WHERE status IS NULL OR status >= 500), "
+            "coalesce(sum(duration_ms), 0)::float8, max(duration_ms) "
+            f"FROM requests{_where(conditions)} GROUP BY {', '.join(keys)} ORDER BY 3 DESC, 1 LIMIT %s"
+        )
+        return [tuple(r) for r in self._rows(sql, (*params, limit))]
+
+    def request_page(
+        self,
+        where: RequestFilter,
+        limit: int,
+        before: tuple[int, str] | None = None,
+        *,
+        slowest: bool = False,
+    ) -> list[LogRow]:
+        conditions, params = where.clauses("%s", _CONTAINS)
+        if before is not None and not slowest:
+            conditions.append("(start_time_ns, id) < (%s, %s)")
+            params.extend(before)
+        order = "duration_ms DESC, start_time_ns DESC, id DESC" if slowest else "start_time_ns DESC, id DESC"
+        sql = f"SELECT {_LOG} FROM requests{_where(conditions)} ORDER BY {order} LIMIT %s"
+        return [tuple(r) for r in self._rows(sql, (*params, limit))]
+
+    def record(self, record_id: str) -> RequestRecord | None:
+        rows = self._rows(f"SELECT {', '.join(COLUMNS)} FROM requests WHERE id = %s", (record_id,))
+        return from_row(rows[0]) if rows else None
