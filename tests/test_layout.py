@@ -46,7 +46,7 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
     ("destinations", frozenset({"destinations"})),
     ("pipeline", frozenset({"pipeline", "report"})),
     ("otel", frozenset({"otel"})),
-    ("entry points", frozenset({"", "cli", "testing", "demo"})),  # "": spanlytics/__init__.py
+    ("entry points", frozenset({"", "cli", "testing", "demo", "dashboard"})),  # "": spanlytics/__init__.py
 )
 
 

@@ -173,6 +173,13 @@ def test_the_wheel_carries_the_license_and_the_demo_and_no_tests(dists: Dists) -
         text = archive.read(license_files[0]).decode()
     assert text.lstrip().startswith("Apache License") and "END OF TERMS AND CONDITIONS" in text
     assert {"spanlytics/demo/service/main.py", "spanlytics/demo/data.py", "spanlytics/py.typed"} <= names
+    dashboard = {
+        "templates/base.html",
+        "templates/request.html",
+        "static/dashboard.css",
+        "static/dashboard.js",
+    }
+    assert {f"spanlytics/dashboard/{name}" for name in dashboard} <= names
     assert not [n for n in names if n.startswith(("tests/", "examples/", "benchmarks/"))]
 
 
@@ -185,8 +192,15 @@ def test_the_published_metadata(dists: Dists) -> None:
     assert any(c.startswith("Development Status ::") for c in classifiers)
     urls = dict(u.split(", ", 1) for u in meta.get_all("Project-URL") or [])
     assert {"Homepage", "Source", "Issues", "Changelog"} <= set(urls)
-    extras = {"fastapi", "flask", "starlette", "demo", "fast", "postgres"}
-    assert set(meta.get_all("Provides-Extra") or []) == extras
+    assert set(meta.get_all("Provides-Extra") or []) == {
+        "fastapi",
+        "flask",
+        "starlette",
+        "demo",
+        "fast",
+        "postgres",
+        "dashboard",
+    }
     requirements = [Requirement(r) for r in meta.get_all("Requires-Dist") or []]
     core = {r.name for r in requirements if r.marker is None}
     assert core == {

@@ -1,5 +1,5 @@
-"""The ``spanlytics`` command: ``report`` reads a store, ``prune`` deletes old records from it,
-``demo`` shows it end to end."""
+"""The ``spanlytics`` command: ``report`` reads a store, ``dashboard`` shows it in a browser,
+``prune`` deletes old records from it, ``demo`` shows it end to end."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from spanlytics.__about__ import VERSION
-from spanlytics.destinations.any_store import prune
+from spanlytics.destinations.any_store import is_postgres_url, open_reader, prune
 from spanlytics.destinations.local import DEFAULT_PATH, LocalOptions, SchemaError
 from spanlytics.destinations.stores import StoreError
 from spanlytics.report import build_report, format_report, parse_duration
@@ -26,6 +26,8 @@ def _report(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"spanlytics: invalid --since: {exc}", file=sys.stderr)
         return 2
+    if args.html is not None:
+        return _html_report(args, since)
     try:
         report = build_report(args.db, since_s=since)
     except _READ_ERRORS as exc:
@@ -35,6 +37,58 @@ def _report(args: argparse.Namespace) -> int:
         print(json.dumps(report, indent=2))
     else:
         print(format_report(report))
+    return 0
+
+
+_DASHBOARD_EXTRA = "install it with: pip install 'spanlytics[dashboard]'"
+
+
+def _html_report(args: argparse.Namespace, since: float | None) -> int:
+    try:
+        from spanlytics.dashboard.html_report import build_html
+    except ImportError as exc:
+        print(f"spanlytics: --html needs {exc.name}; {_DASHBOARD_EXTRA}", file=sys.stderr)
+        return 1
+    try:
+        html = build_html(args.db, since_s=since)
+    except _READ_ERRORS as exc:
+        print(f"spanlytics: {exc}", file=sys.stderr)
+        return 1
+    try:
+        Path(args.html).write_text(html, encoding="utf-8")
+    except OSError as exc:
+        print(f"spanlytics: cannot write {args.html}: {exc.strerror}", file=sys.stderr)
+        return 1
+    print(f"wrote {args.html}")
+    return 0
+
+
+def _dashboard(args: argparse.Namespace) -> int:
+    try:
+        import uvicorn
+
+        from spanlytics.dashboard.app import create_app
+        from spanlytics.dashboard.serve import bind_problem, dashboard_url
+    except ImportError as exc:
+        print(f"spanlytics dashboard: needs {exc.name}; {_DASHBOARD_EXTRA}", file=sys.stderr)
+        return 1
+    token = args.token or os.environ.get("SPANLYTICS_DASHBOARD_TOKEN") or None
+    problem = bind_problem(args.host, token)
+    if problem is not None:
+        print(f"spanlytics dashboard: {problem}", file=sys.stderr)
+        return 2
+    try:
+        with open_reader(args.db):  # a store that cannot be read says so now, not in the browser
+            pass
+    except _READ_ERRORS as exc:
+        print(f"spanlytics dashboard: {exc}", file=sys.stderr)
+        return 1
+    app = create_app(args.db, token=token, trace_url=os.environ.get("SPANLYTICS_TRACE_URL") or None)
+    print(
+        f"spanlytics dashboard of {shown_db(args.db)} on {dashboard_url(args.host, args.port, token)}",
+        flush=True,
+    )
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
     return 0
 
 
@@ -72,6 +126,14 @@ _DB_HELP = (
 )
 
 
+def shown_db(db: str) -> str:
+    if is_postgres_url(db):
+        from spanlytics.destinations.postgres.options import redact_url
+
+        return redact_url(db)
+    return db
+
+
 def _demo(args: argparse.Namespace) -> int:
     from spanlytics.demo.run import missing_modules, run_demo
 
@@ -97,6 +159,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 < value < 65536:
+        raise argparse.ArgumentTypeError(f"not a port: {value}")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="spanlytics", description=__doc__)
     parser.add_argument("--version", action="version", version=f"%(prog)s {VERSION}")
@@ -106,8 +175,29 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument(
         "--since", metavar="DURATION", help="only requests newer than this, e.g. 15m, 2h, 7d (at most 36500d)"
     )
-    report.add_argument("--json", action="store_true", help="print one JSON object")
+    output = report.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true", help="print one JSON object")
+    output.add_argument(
+        "--html",
+        metavar="FILE",
+        help="write the overview, endpoints and consumers as one self-contained HTML file "
+        "(its window: --since, else the last 24h)",
+    )
     report.set_defaults(run=_report)
+    board = commands.add_parser("dashboard", help="serve a dashboard of the store in the browser, read-only")
+    board.add_argument("--db", default=_default_db(), metavar="PATH_OR_URL", help=_DB_HELP)
+    board.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="the address to listen on (default 127.0.0.1; any other needs a token)",
+    )
+    board.add_argument("--port", type=_port, default=8050, help="the port (default 8050)")
+    board.add_argument(
+        "--token",
+        help="required on every request (default: $SPANLYTICS_DASHBOARD_TOKEN); "
+        "needed to listen on a non-loopback address",
+    )
+    board.set_defaults(run=_dashboard)
     pruning = commands.add_parser("prune", help="delete old request records (and rollups) now")
     pruning.add_argument("--db", default=_default_db(), metavar="PATH_OR_URL", help=_DB_HELP)
     pruning.add_argument(

@@ -55,6 +55,8 @@ __all__ = [
     "format_report",
     "parse_duration",
     "percentile",
+    "summary",
+    "window_tallies",
 ]
 
 _PERCENTILES = (50, 95, 99)
@@ -81,7 +83,7 @@ def _tally(row: Sequence[Any], keys: int) -> Tally:
     return tally
 
 
-def _summary(tally: Tally) -> dict[str, Any]:
+def summary(tally: Tally) -> dict[str, Any]:
     entry: dict[str, Any] = {
         "count": tally.count,
         "error_count": tally.errors,
@@ -102,22 +104,39 @@ def _add(into: dict[Any, Tally], key: Any, tally: Tally) -> None:
         into[key] = tally
 
 
-def _window(
-    reader: StoreReader, since_ns: int | None
+def window_tallies(
+    reader: StoreReader, since_ns: int | None, until_ns: int | None = None
 ) -> tuple[dict[tuple[str, str | None], Tally], dict[str | None, Tally]]:
-    """Tallies per endpoint and per consumer: whole minutes from the rollups, and the records
-    of the window's first, partial minute one by one, so the window is exact."""
+    """Tallies per endpoint and per consumer in ``[since_ns, until_ns)`` (None: no bound):
+    whole minutes from the rollups, and the records of the window's partial minutes at its
+    edges one by one, so the window is exact."""
     endpoints: dict[tuple[str, str | None], Tally] = {}
     consumers: dict[str | None, Tally] = {}
     from_minute = None if since_ns is None else -(-since_ns // MINUTE_NS)
-    for row in reader.endpoint_rollups(from_minute):
+    until_minute = None if until_ns is None else until_ns // MINUTE_NS
+    if from_minute is not None and until_minute is not None and until_minute < from_minute:
+        until_minute = from_minute  # a window inside one minute: its records alone
+    for row in reader.endpoint_rollups(from_minute, until_minute):
         _add(endpoints, (row[0], key_value(row[1])), _tally(row, 3))
-    for crow in reader.consumer_rollups(from_minute):
+    for crow in reader.consumer_rollups(from_minute, until_minute):
         _add(consumers, key_value(crow[0]), _tally(crow, 2))
+    edges = []
     if since_ns is not None and from_minute is not None and since_ns < from_minute * MINUTE_NS:
-        for method, route, consumer_id, status, duration_ms, req, resp in reader.raw_rows(
-            since_ns, from_minute * MINUTE_NS
-        ):
+        edges.append(
+            (
+                since_ns,
+                from_minute * MINUTE_NS if until_ns is None else min(until_ns, from_minute * MINUTE_NS),
+            )
+        )
+    if until_ns is not None and until_minute is not None and until_minute * MINUTE_NS < until_ns:
+        edges.append(
+            (
+                until_minute * MINUTE_NS if since_ns is None else max(until_minute * MINUTE_NS, since_ns),
+                until_ns,
+            )
+        )
+    for start, end in edges:
+        for method, route, consumer_id, status, duration_ms, req, resp in reader.raw_rows(start, end):
             for tally in (
                 endpoints.setdefault((method, route), Tally()),
                 consumers.setdefault(consumer_id, Tally()),
@@ -159,10 +178,10 @@ def build_report(
             "start": start.isoformat(timespec="seconds").replace("+00:00", "Z"),
         }
     with _open(db) as reader:  # one snapshot for both tables
-        endpoint_tallies, consumer_tallies = _window(reader, since_ns)
+        endpoint_tallies, consumer_tallies = window_tallies(reader, since_ns)
         labels = {cid: (name, group) for cid, name, group in reader.consumer_labels()}
     endpoints = [
-        {"method": method, "route": route, "unmatched": route is None, **_summary(tally)}
+        {"method": method, "route": route, "unmatched": route is None, **summary(tally)}
         for (method, route), tally in endpoint_tallies.items()
         if tally.count
     ]
@@ -172,7 +191,7 @@ def build_report(
         if not tally.count:
             continue
         name, group = labels.get(consumer_id, (None, None)) if consumer_id is not None else (None, None)
-        consumers.append({"consumer_id": consumer_id, "name": name, "group": group, **_summary(tally)})
+        consumers.append({"consumer_id": consumer_id, "name": name, "group": group, **summary(tally)})
     consumers.sort(key=lambda c: (-c["count"], c["consumer_id"] is None, c["consumer_id"] or ""))
     return {
         "endpoints": endpoints,
