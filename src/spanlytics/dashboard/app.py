@@ -36,11 +36,11 @@ from urllib.parse import urlencode
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.base import BaseHTTPMiddleware
-from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp
 
 from spanlytics.dashboard import views
 from spanlytics.dashboard.params import PRESETS, Window, log_filter, parse_cursor, parse_window, url
@@ -76,13 +76,22 @@ def _same(given: str | None, expected: str) -> bool:
     return given is not None and hmac.compare_digest(given.encode(), expected.encode())
 
 
-class _Guard(BaseHTTPMiddleware):
-    """The token check (when there is a token) and the security headers of every response."""
+def host_name(header: str) -> str:
+    """The name in a Host header: ``[::1]:8050`` is ``::1``, ``localhost:8050`` is ``localhost``."""
+    if header.startswith("["):
+        return header[1:].partition("]")[0]
+    return header.partition(":")[0].lower()
 
-    def __init__(self, app: Any, token: str | None) -> None:
+
+class _Guard(BaseHTTPMiddleware):
+    """The host check, the token check (when there is a token) and the security headers of
+    every response."""
+
+    def __init__(self, app: ASGIApp, token: str | None, hosts: list[str] | None) -> None:
         super().__init__(app)
         self.token = token
         self.session = None if token is None else _session(token)
+        self.hosts = hosts
 
     async def dispatch(
         self, request: Request, call_next: Callable[[Request], Awaitable[Response]]
@@ -92,6 +101,8 @@ class _Guard(BaseHTTPMiddleware):
         return response
 
     def refuse(self, request: Request) -> Response | None:
+        if self.hosts is not None and host_name(request.headers.get("host", "")) not in self.hosts:
+            return PlainTextResponse("this dashboard answers only to its own host names", status_code=400)
         if self.token is None or self.session is None:
             return None
         scheme, _, bearer = request.headers.get("authorization", "").partition(" ")
@@ -101,7 +112,8 @@ class _Guard(BaseHTTPMiddleware):
             return None
         if "token" in request.query_params and _same(request.query_params["token"], self.token):
             rest = [(k, v) for k, v in request.query_params.multi_items() if k != "token"]
-            target = request.url.path + (f"?{urlencode(rest)}" if rest else "")
+            path = "/" + request.url.path.lstrip("/")  # never //host: a redirect off the dashboard
+            target = path + (f"?{urlencode(rest)}" if rest else "")
             redirect = RedirectResponse(target, status_code=303)
             redirect.set_cookie(COOKIE, self.session, httponly=True, samesite="strict", path="/")
             return redirect
@@ -221,13 +233,13 @@ def create_app(
 
     ``token``: required on every request when given (see the module docstring).
     ``trace_url``: a template like ``https://jaeger.example/trace/{trace_id}`` that links
-    trace ids. ``allowed_hosts``: the Host names accepted (default: loopback names without
-    a token, any with one).
+    trace ids. ``allowed_hosts``: the Host names accepted (default: the loopback names
+    without a token, any with one).
     """
     if token is not None and not token:
         raise ValueError("an empty token protects nothing")
     dashboard = Dashboard(db, trace_url)
-    hosts = allowed_hosts or (LOOPBACK_NAMES if token is None else ["*"])
+    hosts = allowed_hosts or (LOOPBACK_NAMES if token is None else None)
     return Starlette(
         routes=[
             Route("/", dashboard.overview),
@@ -237,8 +249,5 @@ def create_app(
             Route("/requests/{record_id:path}", dashboard.record),
             Mount("/static", StaticFiles(directory=STATIC), name="static"),
         ],
-        middleware=[
-            Middleware(_Guard, token=token),
-            Middleware(TrustedHostMiddleware, allowed_hosts=hosts),
-        ],
+        middleware=[Middleware(_Guard, token=token, hosts=hosts)],
     )

@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from typing import Any
 
 from spanlytics.dashboard.charts import bar_chart, line_chart
@@ -112,7 +113,7 @@ def endpoint_view(reader: StoreReader, window: Window, method: str, route: str |
         {"consumer_id": row[0], "name": labels.get(str(row[0]), (None, None))[0], **_group(row)}
         for row in reader.request_groups("consumer", where, limit=TOP * 2)
     ]
-    failures = reader.request_page(RequestFilter(**{**where.__dict__, "failed": True}), TOP * 2)
+    failures = reader.request_page(replace(where, failed=True), TOP * 2)
     series = reader.endpoint_series(*window.minutes, per_hour=window.per_hour, endpoint=(method, route))
     return {
         "method": method,
