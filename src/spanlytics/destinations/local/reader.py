@@ -192,7 +192,9 @@ class LocalReader:
             )
         if first_hour < last_hour:
             queries.append(
-                (f"{select}_hours WHERE hour >= ? AND hour < ? GROUP BY {keys}", (first_hour, last_hour))
+                (f"{select}_hours WHERE hour >= ? GROUP BY {keys}", (first_hour,))
+                if until_minute is None
+                else (f"{select}_hours WHERE hour >= ? AND hour < ? GROUP BY {keys}", (first_hour, last_hour))
             )
         width = keys.count(",") + 1
         tallies: dict[tuple[Any, ...], Tally] = {}
@@ -312,7 +314,7 @@ class LocalReader:
         sql = (
             f"SELECT {keys[0]}, {second}, count(*), coalesce(sum(status >= 400), 0), "
             "coalesce(sum(status IS NULL OR status >= 500), 0), total(duration_ms), max(duration_ms) "
-            f"FROM requests{_where(conditions)} GROUP BY {', '.join(keys)} ORDER BY 3 DESC, 1 LIMIT ?"
+            f"FROM requests{_where(conditions)} GROUP BY {', '.join(keys)} ORDER BY 3 DESC, 1, 2 LIMIT ?"
         )
         return list(self._conn.execute(sql, (*params, limit)))
 

@@ -263,7 +263,7 @@ class PostgresReader:
             f"SELECT {keys[0]}, {second}, count(*), count(*) FILTER (WHERE status >= 400), "
             "count(*) FILTER (WHERE status IS NULL OR status >= 500), "
             "coalesce(sum(duration_ms), 0)::float8, max(duration_ms) "
-            f"FROM requests{_where(conditions)} GROUP BY {', '.join(keys)} ORDER BY 3 DESC, 1 LIMIT %s"
+            f"FROM requests{_where(conditions)} GROUP BY {', '.join(keys)} ORDER BY 3 DESC, 1, 2 LIMIT %s"
         )
         return [tuple(r) for r in self._rows(sql, (*params, limit))]
 
