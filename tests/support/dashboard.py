@@ -23,7 +23,7 @@ BEARER = "eyJ-dashboard-bearer-5c2e"
 ANSWERED_TOKEN = "tok-dashboard-secret-4711"  # what the app's /login answers
 SECRETS = (PASSWORD, BEARER, ANSWERED_TOKEN)
 
-PATH_INJECTION = "/items/<img/src=x/onerror=window.__pwned=1>"
+PATH_INJECTION = "/items/<svg/onload=window.__pwned=1>"
 HEADER_INJECTION = "<img src=x onerror=window.__pwned=2>"
 BODY_INJECTION = "<script>window.__pwned=3</script>"
 CONSUMER_INJECTION = "<img src=x onerror=window.__pwned=4>"
