@@ -275,6 +275,23 @@ def test_groups_add_up_the_selected_records(db: str, by: str) -> None:
     assert top == rows[:2]
 
 
+@pytest.mark.parametrize("sample", [1, 60, 10_000])
+def test_a_sample_reads_the_newest_records_of_the_window(db: str, sample: int) -> None:
+    window = RequestFilter(since_ns=T0 + 10 * STEP_NS, until_ns=T0 + 300 * STEP_NS)
+    newest = sorted(
+        (r for r in RECORDS if selected(window, r)),
+        key=lambda r: (r.start_time_ns, r.record_id),
+        reverse=True,
+    )[:sample]
+    where = RequestFilter(since_ns=window.since_ns, until_ns=window.until_ns, method="GET")
+    with open_reader(db) as reader:
+        groups = list(reader.request_groups("status", where, sample=sample))
+        slowest = reader.request_page(where, 3, slowest=True, sample=sample)
+    gets = [r for r in newest if r.method == "GET"]
+    assert sum(row[2] for row in groups) == len(gets)
+    assert [row[6] for row in slowest] == sorted((r.duration_ms for r in gets), reverse=True)[:3]
+
+
 def test_one_record_by_id(db: str) -> None:
     with open_reader(db) as reader:
         assert reader.record("r0009") == RECORDS[9]

@@ -20,8 +20,8 @@ __all__ = ["Series", "bar_chart", "line_chart"]
 Series = tuple[str, str, Sequence[float | None]]
 """(name, CSS class, one value per bucket; None: no value)"""
 
-WIDTH, HEIGHT = 720, 220
-LEFT, RIGHT, TOP, BOTTOM = 56, 12, 26, 26
+WIDTH, HEIGHT = 720, 250
+LEFT, RIGHT, TOP, BOTTOM = 70, 12, 36, 32
 _X_LABELS = 6
 
 
@@ -47,19 +47,19 @@ def _number(value: float) -> str:
 def _frame(labels: Sequence[str], top: float, title: str, unit: str, series: Sequence[Series]) -> list[str]:
     """The chart's title, legend, grid lines with the y values, and a few x labels."""
     inner_h = HEIGHT - TOP - BOTTOM
-    parts = [f'<text class="title" x="{LEFT}" y="16">{escape(title)}</text>']
+    parts = [f'<text class="title" x="{LEFT}" y="20">{escape(title)}</text>']
     x = WIDTH - RIGHT
     for name, klass, _ in reversed(series):
-        x -= 12 + 7 * len(name)
-        parts.append(f'<rect class="{escape(klass)}" x="{x}" y="7" width="9" height="9"/>')
-        parts.append(f'<text class="legend" x="{x + 12}" y="16">{escape(name)}</text>')
+        x -= 16 + 9 * len(name)
+        parts.append(f'<rect class="{escape(klass)}" x="{x}" y="8" width="12" height="12"/>')
+        parts.append(f'<text class="legend" x="{x + 16}" y="19">{escape(name)}</text>')
         x -= 10
     for i in range(5):
         value = top * i / 4
         y = TOP + inner_h - inner_h * i / 4
         parts.append(f'<line class="grid" x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{y:.1f}" y2="{y:.1f}"/>')
         parts.append(
-            f'<text class="axis" x="{LEFT - 6}" y="{y + 4:.1f}" text-anchor="end">'
+            f'<text class="axis" x="{LEFT - 6}" y="{y + 5:.1f}" text-anchor="end">'
             f"{escape(_number(value))}{escape(unit)}</text>"
         )
     n = len(labels)

@@ -52,6 +52,15 @@ class Window:
         return self.since_ns // MINUTE_NS, -(-self.until_ns // MINUTE_NS)
 
     @property
+    def covered(self) -> tuple[int, int]:
+        """The minutes of the charts' buckets, which the tables add up too (whole hours for a
+        window charted per hour: read from the hour rollups, fast at any volume)."""
+        start, end = self.minutes
+        if self.per_hour:
+            return start // 60 * 60, -(-end // 60) * 60
+        return start, end
+
+    @property
     def buckets(self) -> range:
         """The charts' buckets: minutes, or hours (those the window touches)."""
         start, end = self.minutes
@@ -68,6 +77,10 @@ class Window:
         if self.preset is not None:
             return f"last {self.preset}"
         return f"{_local(self.since_ns).replace('T', ' ')} to {_local(self.until_ns).replace('T', ' ')} UTC"
+
+    def covered_text(self) -> str:
+        start, end = self.covered
+        return f"{_local(start * MINUTE_NS).replace('T', ' ')} to {_local(end * MINUTE_NS)[11:]} UTC"
 
     @property
     def from_text(self) -> str:

@@ -1,11 +1,12 @@
 """What each dashboard view shows, read from one store snapshot: plain data and charts for
 the templates, no web framework (the app and ``spanlytics report --html`` share them).
 
-Figures over the window (counts, error rates, percentiles in tables) are exact as the
-report's are (:func:`spanlytics.report.window_tallies`); the charts add up whole minutes or
-hours, so their first and last bucket may hold requests just outside the window. Breakdowns
-that the rollups do not keep (an endpoint by consumer and by status code, a consumer's
-endpoints) are added up from the records of the window.
+Charts, KPIs and tables add up the same buckets from the rollups: the whole minutes (or,
+for windows charted per hour, the whole hours) that the window touches, so their first and
+last bucket may hold requests just outside the window, and a day's page reads a few
+thousand rollup rows, not a million records. Breakdowns that the rollups do not keep (an
+endpoint by consumer and by status code, a consumer's endpoints and slowest calls) are added
+up from the newest :data:`SAMPLE` records of the window, a bounded read at any volume.
 """
 
 from __future__ import annotations
@@ -18,15 +19,17 @@ from typing import Any
 
 from spanlytics.dashboard.charts import bar_chart, line_chart
 from spanlytics.dashboard.params import Window
-from spanlytics.destinations.rollups import NONE, Tally, parse_hist, percentile_of
+from spanlytics.destinations.rollups import MINUTE_NS, NONE, Tally, parse_hist, percentile_of
 from spanlytics.destinations.stores import LogRow, RequestFilter, SeriesRow, StoreReader
 from spanlytics.record import RequestRecord
 from spanlytics.report import summary, window_tallies
 
-__all__ = ["consumer_view", "endpoint_view", "overview", "record_view", "request_log"]
+__all__ = ["SAMPLE", "consumer_view", "endpoint_view", "overview", "record_view", "request_log"]
 
 TOP = 10
 MAX_BARS = 200
+SAMPLE = 10_000
+"""Breakdowns the rollups do not keep read at most the newest this many records of the window."""
 CLASSES = ((2, "2xx"), (3, "3xx"), (4, "4xx"), (5, "5xx"), (1, "1xx"), (0, "none"))
 
 
@@ -58,6 +61,7 @@ def charts(rows: Iterable[SeriesRow], window: Window, what: str) -> dict[str, An
     latency = [(f"p{pct}", f"p{pct}", [percentile_of(t.hist, pct) for t in tallies]) for pct in (50, 95, 99)]
     mix = {name: sum(per_class[klass]) for klass, name in CLASSES if any(per_class[klass])}
     return {
+        "total": summary(_total(tallies)),
         "requests": bar_chart(labels, stacks, f"{what} per {unit}"),
         "errors": line_chart(labels, [("errors", "err", errors)], "Error rate (status >= 400)", "%"),
         "latency": line_chart(labels, latency, "Latency", " ms"),
@@ -76,8 +80,13 @@ def _labels(reader: StoreReader) -> dict[str, tuple[str | None, str | None]]:
     return {cid: (name, group) for cid, name, group in reader.consumer_labels()}
 
 
+def _window_tallies(reader: StoreReader, window: Window) -> Any:
+    start, end = window.covered
+    return window_tallies(reader, start * MINUTE_NS, end * MINUTE_NS)
+
+
 def overview(reader: StoreReader, window: Window) -> dict[str, Any]:
-    endpoints, consumers = window_tallies(reader, window.since_ns, window.until_ns)
+    endpoints, consumers = _window_tallies(reader, window)
     labels = _labels(reader)
     top_endpoints = sorted(
         ({"method": m, "route": r, **summary(t)} for (m, r), t in endpoints.items() if t.count),
@@ -101,7 +110,6 @@ def overview(reader: StoreReader, window: Window) -> dict[str, Any]:
 
 
 def endpoint_view(reader: StoreReader, window: Window, method: str, route: str | None) -> dict[str, Any]:
-    endpoints, _ = window_tallies(reader, window.since_ns, window.until_ns)
     where = RequestFilter(
         since_ns=window.since_ns,
         until_ns=window.until_ns,
@@ -111,23 +119,24 @@ def endpoint_view(reader: StoreReader, window: Window, method: str, route: str |
     labels = _labels(reader)
     by_consumer = [
         {"consumer_id": row[0], "name": labels.get(str(row[0]), (None, None))[0], **_group(row)}
-        for row in reader.request_groups("consumer", where, limit=TOP * 2)
+        for row in reader.request_groups("consumer", where, limit=TOP * 2, sample=SAMPLE)
     ]
     failures = reader.request_page(replace(where, failed=True), TOP * 2)
     series = reader.endpoint_series(*window.minutes, per_hour=window.per_hour, endpoint=(method, route))
     return {
         "method": method,
         "route": route,
-        "total": summary(endpoints.get((method, route), Tally())),
-        "by_status": [{"status": row[0], **_group(row)} for row in reader.request_groups("status", where)],
+        "by_status": [
+            {"status": row[0], **_group(row)} for row in reader.request_groups("status", where, sample=SAMPLE)
+        ],
         "by_consumer": by_consumer,
+        "sample": SAMPLE,
         "failures": log_rows(failures),
         "charts": charts(series, window, "Requests"),
     }
 
 
 def consumer_view(reader: StoreReader, window: Window, consumer_id: str | None) -> dict[str, Any]:
-    _, consumers = window_tallies(reader, window.since_ns, window.until_ns)
     name, group = _labels(reader).get(consumer_id, (None, None)) if consumer_id else (None, None)
     where = RequestFilter(
         since_ns=window.since_ns,
@@ -139,12 +148,12 @@ def consumer_view(reader: StoreReader, window: Window, consumer_id: str | None) 
         "consumer_id": consumer_id,
         "name": name,
         "group": group,
-        "total": summary(consumers.get(consumer_id, Tally())),
         "endpoints": [
             {"method": row[0], "route": row[1], **_group(row)}
-            for row in reader.request_groups("endpoint", where, limit=TOP * 2)
+            for row in reader.request_groups("endpoint", where, limit=TOP * 2, sample=SAMPLE)
         ],
-        "slowest": log_rows(reader.request_page(where, TOP, slowest=True)),
+        "sample": SAMPLE,
+        "slowest": log_rows(reader.request_page(where, TOP, slowest=True, sample=SAMPLE)),
         "charts": charts(series, window, "Requests"),
     }
 

@@ -200,10 +200,13 @@ class StoreReader(Protocol):
     ) -> Iterable[SeriesRow]:
         """As :meth:`endpoint_series`, for one consumer (None: the requests without one)."""
 
-    def request_groups(self, by: str, where: RequestFilter, limit: int = 100) -> Iterable[GroupRow]:
+    def request_groups(
+        self, by: str, where: RequestFilter, limit: int = 100, sample: int | None = None
+    ) -> Iterable[GroupRow]:
         """The records ``where`` selects, added up per ``by`` (a key of :data:`GROUPS`), the
         ``limit`` groups with the most requests, most first. Read from the records, not the
-        rollups: give it a window."""
+        rollups: ``sample`` bounds the read to the newest ``sample`` records of the window
+        (those the other filters select among them are added up)."""
 
     def request_page(
         self,
@@ -212,10 +215,12 @@ class StoreReader(Protocol):
         before: tuple[int, str] | None = None,
         *,
         slowest: bool = False,
+        sample: int | None = None,
     ) -> list[LogRow]:
         """Up to ``limit`` records ``where`` selects, newest first, from the one before
         ``before`` (the (start_time_ns, id) of the last row of the previous page: keyset
-        pagination, no OFFSET); ``slowest`` orders by duration instead (one page only)."""
+        pagination, no OFFSET); ``slowest`` orders by duration instead (one page only, among
+        the newest ``sample`` records of the window when given)."""
 
     def record(self, record_id: str) -> RequestRecord | None:
         """The stored record with this id, None when there is none (any more)."""

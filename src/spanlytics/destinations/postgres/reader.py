@@ -101,6 +101,19 @@ def _where(conditions: list[str]) -> str:
     return f" WHERE {' AND '.join(conditions)}" if conditions else ""
 
 
+def _source(where: RequestFilter, sample: int | None) -> tuple[str, tuple[int, ...]]:
+    """The rows to read: the requests table, or its newest ``sample`` rows in the window."""
+    if sample is None:
+        return "requests", ()
+    since = _MIN if where.since_ns is None else where.since_ns
+    until = 2**63 - 1 if where.until_ns is None else where.until_ns
+    inner = (
+        f"(SELECT {_LOG} FROM requests WHERE start_time_ns >= %s AND start_time_ns < %s "
+        "ORDER BY start_time_ns DESC, id DESC LIMIT %s) AS sample"
+    )
+    return inner, (since, until, sample)
+
+
 _ENDPOINTS = _rollup_query("endpoint", "method, route, status_class")
 _CONSUMERS = _rollup_query("consumer", "consumer_id, status_class")
 
@@ -255,17 +268,20 @@ class PostgresReader:
         where = " AND consumer_id = %(consumer)s"
         return self._series("consumer", from_minute, until_minute, per_hour, where, params)
 
-    def request_groups(self, by: str, where: RequestFilter, limit: int = 100) -> list[GroupRow]:
+    def request_groups(
+        self, by: str, where: RequestFilter, limit: int = 100, sample: int | None = None
+    ) -> list[GroupRow]:
         keys = GROUPS[by]
         conditions, params = where.clauses("%s", _CONTAINS)
+        source, first = _source(where, sample)
         second = keys[1] if len(keys) > 1 else "NULL::text"
         sql = (
             f"SELECT {keys[0]}, {second}, count(*), count(*) FILTER (WHERE status >= 400), "
             "count(*) FILTER (WHERE status IS NULL OR status >= 500), "
             "coalesce(sum(duration_ms), 0)::float8, max(duration_ms) "
-            f"FROM requests{_where(conditions)} GROUP BY {', '.join(keys)} ORDER BY 3 DESC, 1, 2 LIMIT %s"
+            f"FROM {source}{_where(conditions)} GROUP BY {', '.join(keys)} ORDER BY 3 DESC, 1, 2 LIMIT %s"
         )
-        return [tuple(r) for r in self._rows(sql, (*params, limit))]
+        return [tuple(r) for r in self._rows(sql, (*first, *params, limit))]
 
     def request_page(
         self,
@@ -274,14 +290,16 @@ class PostgresReader:
         before: tuple[int, str] | None = None,
         *,
         slowest: bool = False,
+        sample: int | None = None,
     ) -> list[LogRow]:
         conditions, params = where.clauses("%s", _CONTAINS)
         if before is not None and not slowest:
             conditions.append("(start_time_ns, id) < (%s, %s)")
             params.extend(before)
+        source, first = _source(where, sample if slowest else None)
         order = "duration_ms DESC, start_time_ns DESC, id DESC" if slowest else "start_time_ns DESC, id DESC"
-        sql = f"SELECT {_LOG} FROM requests{_where(conditions)} ORDER BY {order} LIMIT %s"
-        return [tuple(r) for r in self._rows(sql, (*params, limit))]
+        sql = f"SELECT {_LOG} FROM {source}{_where(conditions)} ORDER BY {order} LIMIT %s"
+        return [tuple(r) for r in self._rows(sql, (*first, *params, limit))]
 
     def record(self, record_id: str) -> RequestRecord | None:
         rows = self._rows(f"SELECT {', '.join(COLUMNS)} FROM requests WHERE id = %s", (record_id,))
