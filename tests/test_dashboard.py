@@ -261,3 +261,26 @@ def test_report_html_is_one_self_contained_escaped_file(store: FilledStore, tmp_
     assert f"{store.stored:,}" in html
     for secret in SECRETS:
         assert secret not in html
+
+
+def test_the_log_searches_on_where_a_bounded_read_stopped(store: FilledStore) -> None:
+    """A page reads at most ``scan`` records: when a rare filter fills no page there, the page
+    says how far it searched and its "search older" cursor goes on from there, until every match
+    of the window has been shown once."""
+    from spanlytics.dashboard.views import request_log
+    from spanlytics.destinations.any_store import open_reader
+
+    where = RequestFilter(path_contains="/boom")
+    with open_reader(str(store.db)) as reader:
+        everything = [row[0] for row in reader.request_page(where, store.stored + 1)]
+        assert 3 <= len(everything) < store.stored // 4
+        shown, searched, before = [], 0, None
+        while True:
+            page = request_log(reader, where, before, limit=4, scan=20)
+            shown.extend(row["id"] for row in page["rows"])
+            searched += page["searched"] is not None
+            if page["next"] is None:
+                break
+            before = parse_cursor(page["next"])
+    assert shown == everything
+    assert searched >= 2  # pages that stopped at the bound, not at a full page

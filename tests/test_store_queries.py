@@ -7,6 +7,7 @@ records, and compares what the reader returns with what the records themselves s
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -290,6 +291,52 @@ def test_a_sample_reads_the_newest_records_of_the_window(db: str, sample: int) -
     gets = [r for r in newest if r.method == "GET"]
     assert sum(row[2] for row in groups) == len(gets)
     assert [row[6] for row in slowest] == sorted((r.duration_ms for r in gets), reverse=True)[:3]
+
+
+@pytest.mark.parametrize("where", FILTERS, ids=repr)
+def test_bounded_reads_walk_the_whole_filtered_log(db: str, where: RequestFilter) -> None:
+    """Pages that each read down to the scan floor of 23 records (their window's start raised
+    to it), going on from there when they are not full, find every selected record exactly
+    once, newest first."""
+    expected = sorted(
+        (r for r in RECORDS if selected(where, r)), key=lambda r: (r.start_time_ns, r.record_id), reverse=True
+    )
+    found, floors = [], 0
+    with open_reader(db) as reader:
+        before = None
+        while True:
+            floor = reader.scan_floor(where, 23, before)
+            narrowed = (
+                where if floor is None else replace(where, since_ns=max(where.since_ns or floor, floor))
+            )
+            page = reader.request_page(narrowed, 5, before)
+            found.extend(row[0] for row in page)
+            if len(page) == 5:
+                before = (page[-1][1], page[-1][0])
+            elif floor is not None:
+                floors += 1
+                before = (floor, "")
+            else:
+                break
+    assert found == [r.record_id for r in expected]
+    window = [
+        r for r in RECORDS if selected(RequestFilter(since_ns=where.since_ns, until_ns=where.until_ns), r)
+    ]
+    if not expected:  # every read stopped at its floor, 23 records further each time
+        assert len(window) // 23 - 1 <= floors <= len(window) // 23
+
+
+def test_the_scan_floor_is_the_start_of_the_nth_newest_record(db: str) -> None:
+    window = RequestFilter(since_ns=T0 + 10 * STEP_NS, until_ns=T0 + 300 * STEP_NS)
+    newest = sorted((r.start_time_ns for r in RECORDS if selected(window, r)), reverse=True)
+    with open_reader(db) as reader:
+        assert reader.scan_floor(window, 10) == newest[9]
+        cursor = (newest[9], "")  # the records before that start
+        older = [ns for ns in newest if ns < newest[9]]
+        assert reader.scan_floor(window, 10, cursor) == older[9]
+        assert reader.scan_floor(window, len(newest)) == newest[-1]
+        assert reader.scan_floor(window, len(newest) + 1) is None
+        assert reader.scan_floor(RequestFilter(), len(RECORDS) + 1) is None
 
 
 def test_one_record_by_id(db: str) -> None:

@@ -173,7 +173,7 @@ def parse_cursor(text: str | None) -> tuple[int, str] | None:
     if not text:
         return None
     ns, dot, record_id = text.partition(".")
-    if not dot or not ns.lstrip("-").isdigit() or len(ns) > 20:
+    if not dot or not ns.lstrip("-").isdigit() or len(ns) > 20 or not -(2**63) < int(ns) < 2**63 - 1:
         raise ValueError("before: not a page of this log")
     return int(ns), record_id
 

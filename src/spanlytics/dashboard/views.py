@@ -24,11 +24,22 @@ from spanlytics.destinations.stores import LogRow, RequestFilter, SeriesRow, Sto
 from spanlytics.record import RequestRecord
 from spanlytics.report import summary, window_tallies
 
-__all__ = ["SAMPLE", "consumer_view", "endpoint_view", "overview", "record_view", "request_log"]
+__all__ = [
+    "SAMPLE",
+    "SCAN",
+    "bounded",
+    "consumer_view",
+    "endpoint_view",
+    "overview",
+    "record_view",
+    "request_log",
+]
 
 TOP = 10
 MAX_BARS = 200
 SAMPLE = 10_000
+SCAN = 50_000
+"""The most records one page of the request log (or the endpoint's recent failures) reads."""
 """Breakdowns the rollups do not keep read at most the newest this many records of the window."""
 CLASSES = ((2, "2xx"), (3, "3xx"), (4, "4xx"), (5, "5xx"), (1, "1xx"), (0, "none"))
 
@@ -121,7 +132,7 @@ def endpoint_view(reader: StoreReader, window: Window, method: str, route: str |
         {"consumer_id": row[0], "name": labels.get(str(row[0]), (None, None))[0], **_group(row)}
         for row in reader.request_groups("consumer", where, limit=TOP * 2, sample=SAMPLE)
     ]
-    failures = reader.request_page(replace(where, failed=True), TOP * 2)
+    failures = reader.request_page(bounded(reader, replace(where, failed=True), None, SCAN)[0], TOP * 2)
     series = reader.endpoint_series(*window.minutes, per_hour=window.per_hour, endpoint=(method, route))
     return {
         "method": method,
@@ -131,6 +142,7 @@ def endpoint_view(reader: StoreReader, window: Window, method: str, route: str |
         ],
         "by_consumer": by_consumer,
         "sample": SAMPLE,
+        "scan": SCAN,
         "failures": log_rows(failures),
         "charts": charts(series, window, "Requests"),
     }
@@ -184,11 +196,34 @@ def log_rows(rows: Iterable[LogRow]) -> list[dict[str, Any]]:
     ]
 
 
+def bounded(
+    reader: StoreReader, where: RequestFilter, before: tuple[int, str] | None, scan: int
+) -> tuple[RequestFilter, int | None]:
+    """``where`` narrowed to the newest ``scan`` records of its window from ``before`` on (its
+    start raised to theirs: a bounded read whatever the filters), and that start (None: the
+    window holds no more, ``where`` is unchanged)."""
+    floor = reader.scan_floor(where, scan, before)
+    if floor is None:
+        return where, None
+    return replace(where, since_ns=floor if where.since_ns is None else max(where.since_ns, floor)), floor
+
+
 def request_log(
-    reader: StoreReader, where: RequestFilter, before: tuple[int, str] | None, limit: int = 50
+    reader: StoreReader,
+    where: RequestFilter,
+    before: tuple[int, str] | None,
+    limit: int = 50,
+    scan: int = SCAN,
 ) -> dict[str, Any]:
-    """A page of the log, and the cursor of the next one (None: this is the last)."""
-    rows = log_rows(reader.request_page(where, limit + 1, before))
+    """A page of the log, and the cursor of the next one (None: this is the last).
+
+    A page reads at most the newest ``scan`` records of the window older than the cursor (and
+    those that started in the same nanosecond as the last of them): a filter that matches
+    little (a path text, a rare status) answers as fast as any other. When such a page is not
+    full but older records remain, ``searched`` is how far back it read and ``next`` goes on
+    searching from there."""
+    narrowed, floor = bounded(reader, where, before, scan)
+    rows = log_rows(reader.request_page(narrowed, limit + 1, before))
     more = len(rows) > limit
     rows = rows[:limit]
     labels = [_clock(row["start_time_ns"]) for row in rows]
@@ -198,7 +233,17 @@ def request_log(
         "Durations on this page (oldest left)",
         " ms",
     )
-    return {"rows": rows, "next": rows[-1]["cursor"] if more else None, "chart": chart}
+    if more:
+        following: str | None = rows[-1]["cursor"]
+    else:  # searched down to the floor: on from the records that started before it
+        following = None if floor is None else f"{floor}."
+    return {
+        "rows": rows,
+        "next": following,
+        "searched": None if more or floor is None else _clock(floor),
+        "scan": scan,
+        "chart": chart,
+    }
 
 
 def _clock(ns: int) -> str:

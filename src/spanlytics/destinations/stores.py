@@ -222,6 +222,14 @@ class StoreReader(Protocol):
         pagination, no OFFSET); ``slowest`` orders by duration instead (one page only, among
         the newest ``sample`` records of the window when given)."""
 
+    def scan_floor(
+        self, where: RequestFilter, scan: int, before: tuple[int, str] | None = None
+    ) -> int | None:
+        """The start time of the ``scan``-th newest record of ``where``'s window (from
+        ``before`` on, that record included), read from the start-time index alone; None when
+        fewer remain. A page whose filter matches little reads down to it only (``since_ns``
+        raised to it): a bounded read, and where to go on searching."""
+
     def record(self, record_id: str) -> RequestRecord | None:
         """The stored record with this id, None when there is none (any more)."""
 

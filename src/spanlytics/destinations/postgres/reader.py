@@ -301,6 +301,20 @@ class PostgresReader:
         sql = f"SELECT {_LOG} FROM {source}{_where(conditions)} ORDER BY {order} LIMIT %s"
         return [tuple(r) for r in self._rows(sql, (*first, *params, limit))]
 
+    def scan_floor(
+        self, where: RequestFilter, scan: int, before: tuple[int, str] | None = None
+    ) -> int | None:
+        since = _MIN if where.since_ns is None else where.since_ns
+        until = 2**63 - 1 if where.until_ns is None else where.until_ns
+        if before is not None:  # (ns, "") is before every record of ns: none of them counts
+            until = min(until, before[0] + (before[1] != ""))
+        sql = (
+            "SELECT min(s), count(*) FROM (SELECT start_time_ns AS s FROM requests "
+            "WHERE start_time_ns >= %s AND start_time_ns < %s ORDER BY start_time_ns DESC LIMIT %s) AS t"
+        )
+        floor, count = self._rows(sql, (since, until, scan))[0]
+        return int(floor) if count >= scan else None
+
     def record(self, record_id: str) -> RequestRecord | None:
         rows = self._rows(f"SELECT {', '.join(COLUMNS)} FROM requests WHERE id = %s", (record_id,))
         return from_row(rows[0]) if rows else None
