@@ -11,12 +11,13 @@ import time
 from pathlib import Path
 
 import pytest
+import requests
 
 import spanlytics
 from spanlytics.destinations.local import LocalStore
 from spanlytics.record import RequestRecord
 from tests.conftest import db_bytes
-from tests.support.servers import ROOT
+from tests.support.servers import ROOT, free_port, start_server
 
 SPANLYTICS = [sys.executable, "-m", "spanlytics.cli"]
 
@@ -50,6 +51,24 @@ def test_demo_runs_the_example_and_reports(tmp_path: Path) -> None:
     stored = db_bytes(db)
     assert b"wonderland-42" not in stored  # the login password was masked
     assert b"sk_demo_" not in stored  # so were the API keys
+    # it ends with the dashboard's command and URL: the command, run as printed (on a free
+    # port instead of 8050), serves the demo's traffic at that URL's path
+    command, url = demo.stdout.strip().splitlines()[-2:]
+    argv = command.split("run", 1)[1].split()
+    assert argv == ["spanlytics", "dashboard", "--db", str(db)]
+    assert url.split()[-1] == "http://127.0.0.1:8050/"
+    port = free_port()
+    board = start_server(
+        [*SPANLYTICS, *argv[1:], "--port", str(port)],
+        port=port,
+        log_dir=tmp_path,
+        ready_path="/static/dashboard.css",
+    )
+    try:
+        page = requests.get(f"http://127.0.0.1:{port}/?range=1h", timeout=30)
+    finally:
+        board.stop()
+    assert page.status_code == 200 and "/items/{item_id}" in page.text and "acme" in page.text
 
 
 def test_report_errors_are_clear(tmp_path: Path) -> None:

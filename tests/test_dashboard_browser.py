@@ -6,7 +6,8 @@ Each view renders charts with data, filters change what is shown, the record vie
 masked values and never a secret the app received, the console stays free of errors (a
 Content-Security-Policy violation would be one), and the attacker text in paths, headers,
 bodies, consumer ids and names and exception messages is shown as text and never runs.
-Screenshots of each view land in ``test-artifacts/dashboard/``.
+Screenshots of each view land in ``test-artifacts/dashboard/``; those of an hour of a
+demo-like API (the README's, copied to ``docs/screenshots/``) in ``test-artifacts/dashboard/readme/``.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from selenium import webdriver
+from selenium.webdriver.common.by import By
 
 from tests.support.dashboard import (
     BODY_INJECTION,
@@ -30,10 +33,8 @@ from tests.support.dashboard import (
     fill_store,
     start_dashboard,
 )
+from tests.support.dashboard_story import fill_story
 from tests.support.servers import ROOT, ServerProcess
-
-webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is in the test group")
-from selenium.webdriver.common.by import By  # noqa: E402
 
 ARTIFACTS = ROOT / "test-artifacts" / "dashboard"
 CHROMIUM = ("chromium", "chromium-browser")
@@ -205,3 +206,52 @@ def test_record_view_shows_the_exception_and_header_text(browser: Any, dashboard
     browser.find_element(By.CSS_SELECTOR, "table.log td a").click()
     assert HEADER_INJECTION in browser.find_element(By.ID, "request-headers").text
     assert_safe(browser)
+
+
+README_VIEWS = {  # the README's screenshot of each view: its name, and the page
+    "overview": "/?range=1h",
+    "endpoint": "/endpoint?method=GET&route=%2Fitems%2F%7Bitem_id%7D&range=1h",
+    "consumer": "/consumer?id=acme&range=1h",
+    "requests": "/requests?range=1h",
+    "request": None,  # a login, its password masked: found from the log
+}
+
+
+def test_readme_screenshots_of_an_hour_of_traffic(
+    browser: Any, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Each view over an hour of a demo-like API: per-minute charts with a bar or point for
+    most minutes, the tables filled, and a login's record with its password masked."""
+    folder = tmp_path_factory.mktemp("story")
+    written = fill_story(folder / "spanlytics.db")
+    server = start_dashboard(str(folder / "spanlytics.db"), folder)
+    shots = ARTIFACTS / "readme"
+    shots.mkdir(parents=True, exist_ok=True)
+    browser.set_window_size(1280, 1000)
+    try:
+        for name, page in README_VIEWS.items():
+            if page is None:
+                visit(browser, server.base_url + "/requests?range=1h&method=POST&route=%2Flogin")
+                browser.find_element(By.CSS_SELECTOR, "table.log tbody a").click()
+            else:
+                visit(browser, server.base_url + page)
+            if name == "overview":
+                assert browser.find_element(By.ID, "kpi-count").text == f"{written:,}"
+                points = charts_with_data(browser)
+                assert len(points) == 3 and min(points) >= 55, points  # most of the 60 minutes
+            elif name == "request":
+                assert "[masked]" in browser.page_source and "pw-" not in browser.page_source
+            else:
+                assert all(charts_with_data(browser)), name
+            browser.save_screenshot(str(shots / f"{name}.png"))
+            assert_safe(browser)
+    finally:
+        browser.set_window_size(1400, 1800)
+        server.stop()
+
+
+def test_the_readme_shows_each_view() -> None:
+    readme = (ROOT / "README.md").read_text()
+    for name in README_VIEWS:
+        assert f"](docs/screenshots/{name}.png)" in readme, name
+        assert (ROOT / "docs" / "screenshots" / f"{name}.png").stat().st_size > 10_000, name

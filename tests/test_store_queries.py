@@ -339,6 +339,27 @@ def test_the_scan_floor_is_the_start_of_the_nth_newest_record(db: str) -> None:
         assert reader.scan_floor(RequestFilter(), len(RECORDS) + 1) is None
 
 
+@pytest.mark.parametrize("kind", ["endpoint", "consumer"])
+def test_top_keeps_the_histograms_of_the_busiest(db: str, kind: str) -> None:
+    """With ``top``, the busiest groups' rows are the full rows; others may lose only their
+    histogram."""
+    with open_reader(db) as reader:
+        read = reader.endpoint_rollups if kind == "endpoint" else reader.consumer_rollups
+        width = 2 if kind == "endpoint" else 1
+        full = list(read(None))
+        top = list(read(None, top=2))
+    totals: dict[tuple[Any, ...], int] = {}
+    for row in full:
+        totals[row[:width]] = totals.get(row[:width], 0) + row[width + 1]
+    busiest = sorted(totals, key=lambda k: (-totals[k], *("" if v is None else v for v in k)))[:2]
+    assert len(top) == len(full)
+    for a, b in zip(full, top, strict=True):
+        if a[:width] in busiest:
+            assert a == b
+        else:
+            assert a[:-1] == b[:-1] and b[-1] in (a[-1], {}, "{}")
+
+
 def test_one_record_by_id(db: str) -> None:
     with open_reader(db) as reader:
         assert reader.record("r0009") == RECORDS[9]

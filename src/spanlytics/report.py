@@ -105,20 +105,21 @@ def _add(into: dict[Any, Tally], key: Any, tally: Tally) -> None:
 
 
 def window_tallies(
-    reader: StoreReader, since_ns: int | None, until_ns: int | None = None
+    reader: StoreReader, since_ns: int | None, until_ns: int | None = None, *, top: int | None = None
 ) -> tuple[dict[tuple[str, str | None], Tally], dict[str | None, Tally]]:
     """Tallies per endpoint and per consumer in ``[since_ns, until_ns)`` (None: no bound):
     whole minutes from the rollups, and the records of the window's partial minutes at its
-    edges one by one, so the window is exact."""
+    edges one by one, so the window is exact. ``top``: latency histograms are only needed
+    for the ``top`` endpoints and consumers with the most requests (of the rollups)."""
     endpoints: dict[tuple[str, str | None], Tally] = {}
     consumers: dict[str | None, Tally] = {}
     from_minute = None if since_ns is None else -(-since_ns // MINUTE_NS)
     until_minute = None if until_ns is None else until_ns // MINUTE_NS
     if from_minute is not None and until_minute is not None and until_minute < from_minute:
         until_minute = from_minute  # a window inside one minute: its records alone
-    for row in reader.endpoint_rollups(from_minute, until_minute):
+    for row in reader.endpoint_rollups(from_minute, until_minute, top=top):
         _add(endpoints, (row[0], key_value(row[1])), _tally(row, 3))
-    for crow in reader.consumer_rollups(from_minute, until_minute):
+    for crow in reader.consumer_rollups(from_minute, until_minute, top=top):
         _add(consumers, key_value(crow[0]), _tally(crow, 2))
     edges = []
     if since_ns is not None and from_minute is not None and since_ns < from_minute * MINUTE_NS:

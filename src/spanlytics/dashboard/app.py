@@ -174,7 +174,7 @@ class Dashboard:
 
     def overview(self, request: Request) -> Response:
         def build(reader: StoreReader, window: Window, params: Mapping[str, str]) -> tuple[str, str, Any]:
-            return "overview.html", "overview", {"data": views.overview(reader, window)}
+            return "overview.html", "overview", {"data": views.overview(reader, window), "top": views.TOP}
 
         return self._read(request, build)
 

@@ -39,6 +39,6 @@ def build_html(db: str | os.PathLike[str], since_s: float | None = None, now_ns:
     text = os.fspath(db)
     source = redact_url(text) if is_postgres_url(text) else os.path.expanduser(text)
     with open_reader(text if is_postgres_url(text) else os.path.expanduser(text)) as reader:
-        data = overview(reader, window)
+        data = overview(reader, window, top=None)
     css = Markup((STATIC / "dashboard.css").read_text(encoding="utf-8"))  # ours, not the store's
     return render("report.html", window=window, data=data, css=css, source=source, now=now)

@@ -91,13 +91,15 @@ def _labels(reader: StoreReader) -> dict[str, tuple[str | None, str | None]]:
     return {cid: (name, group) for cid, name, group in reader.consumer_labels()}
 
 
-def _window_tallies(reader: StoreReader, window: Window) -> Any:
+def _window_tallies(reader: StoreReader, window: Window, top: int | None) -> Any:
     start, end = window.covered
-    return window_tallies(reader, start * MINUTE_NS, end * MINUTE_NS)
+    return window_tallies(reader, start * MINUTE_NS, end * MINUTE_NS, top=top)
 
 
-def overview(reader: StoreReader, window: Window) -> dict[str, Any]:
-    endpoints, consumers = _window_tallies(reader, window)
+def overview(reader: StoreReader, window: Window, top: int | None = TOP) -> dict[str, Any]:
+    """The overview; ``top``: the tables show that many endpoints and consumers (None: all),
+    the others come without percentiles."""
+    endpoints, consumers = _window_tallies(reader, window, top)
     labels = _labels(reader)
     top_endpoints = sorted(
         ({"method": m, "route": r, **summary(t)} for (m, r), t in endpoints.items() if t.count),

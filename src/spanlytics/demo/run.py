@@ -82,7 +82,5 @@ def run_demo(db: Path, rounds: int) -> None:
     print()
     print(format_report(build_report(str(db))))
     print(f"\nRequest log stored in {db}. Again: spanlytics report --db {db} [--json]")
-    print(
-        f"Look at it in a browser: spanlytics dashboard --db {db}   (then open http://127.0.0.1:8050/; "
-        "needs: pip install 'spanlytics[dashboard]')"
-    )
+    print(f"\nLook at it in a browser: run   spanlytics dashboard --db {db}")
+    print("                         and open  http://127.0.0.1:8050/")

@@ -158,7 +158,10 @@ class StoreReader(Protocol):
     Rollup rows are per minute (``minute`` = ``start_time_ns // 60e9``), added up per key over
     ``[from_minute, until_minute)``; ``from_minute`` None means all time, ``until_minute``
     None no end. ``raw_rows`` reads request records started in ``[since_ns, until_ns)``,
-    for the part of a window that does not fill a whole minute.
+    for the part of a window that does not fill a whole minute. ``top`` asks for the
+    histograms of the ``top`` endpoints (method and route) or consumers with the most
+    requests only (ties broken by key, in code point order): a store may then leave the
+    others' histograms empty, which spares most of the work of a page that shows a top ten.
     """
 
     def __enter__(self) -> Self: ...
@@ -166,11 +169,11 @@ class StoreReader(Protocol):
     def __exit__(self, *exc_info: object) -> None: ...
 
     def endpoint_rollups(
-        self, from_minute: int | None, until_minute: int | None = None
+        self, from_minute: int | None, until_minute: int | None = None, *, top: int | None = None
     ) -> Iterable[EndpointRollupRow]: ...
 
     def consumer_rollups(
-        self, from_minute: int | None, until_minute: int | None = None
+        self, from_minute: int | None, until_minute: int | None = None, *, top: int | None = None
     ) -> Iterable[ConsumerRollupRow]: ...
 
     def consumer_labels(self) -> Iterable[tuple[str, str | None, str | None]]:

@@ -215,7 +215,7 @@ class LocalReader:
         return _rows(tallies)
 
     def endpoint_rollups(
-        self, from_minute: int | None, until_minute: int | None = None
+        self, from_minute: int | None, until_minute: int | None = None, *, top: int | None = None
     ) -> list[EndpointRollupRow]:
         """(method, route, status class, tally columns...) per endpoint and status class."""
         if not self._rollups:
@@ -224,7 +224,7 @@ class LocalReader:
         return self._summed("endpoint", "method, route, status_class", from_minute, until_minute)
 
     def consumer_rollups(
-        self, from_minute: int | None, until_minute: int | None = None
+        self, from_minute: int | None, until_minute: int | None = None, *, top: int | None = None
     ) -> list[ConsumerRollupRow]:
         """(consumer id, status class, tally columns...) per consumer and status class."""
         if not self._rollups:

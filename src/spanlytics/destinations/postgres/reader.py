@@ -47,19 +47,31 @@ _SUMS = ", ".join(f"sum({c})::{t} AS {c}" for c, t in zip(TALLY_COLUMNS[:-1], _T
 _COLUMNS = ", ".join(TALLY_COLUMNS)
 
 
-def _rollup_query(kind: str, keys: str) -> str:
+def _rollup_query(kind: str, keys: str, group: str, top: bool = False) -> str:
     # the minutes of the window's first, partial hour, then its whole hours; sums per key, and
     # each key's histograms summed bucket by bucket (a small aggregate per key: measured 2-3x
-    # faster than grouping every bucket of every row by key and bucket)
+    # faster than grouping every bucket of every row by key and bucket). With ``top``, only
+    # the %(top)s groups (endpoints, consumers) with the most requests get their histograms:
+    # the rest of the work is a tenth of it.
+    hist = """coalesce((SELECT jsonb_object_agg(s.key, s.n) FROM (
+    SELECT b.key, sum(b.value::bigint) AS n FROM unnest(k.hists) AS h, jsonb_each_text(h) AS b
+    GROUP BY b.key) AS s), '{}'::jsonb)"""
+    if top:
+        order = ", ".join(f'{c} COLLATE "C"' for c in group.split(", "))
+        ranked = f"""r AS (SELECT *, dense_rank() OVER (ORDER BY total DESC, {order}) AS place FROM (
+    SELECT *, sum(count) OVER (PARTITION BY {group}) AS total FROM k) AS t)"""
+        select = f"CASE WHEN place <= %(top)s THEN {hist} ELSE '{{}}'::jsonb END"
+        source = "r AS k"
+    else:
+        ranked, select, source = "", hist, "k"
     return f"""WITH m AS (
     SELECT {keys}, {_COLUMNS} FROM {kind}_minutes
         WHERE minute >= %(from)s AND minute < %(until)s OR minute >= %(from2)s AND minute < %(until2)s
     UNION ALL SELECT {keys}, {_COLUMNS} FROM {kind}_hours WHERE hour >= %(hour)s AND hour < %(hour_end)s),
-k AS (SELECT {keys}, {_SUMS}, array_agg(hist) AS hists FROM m GROUP BY {keys})
-SELECT {keys}, {_SUM_NAMES}, coalesce((SELECT jsonb_object_agg(s.key, s.n) FROM (
-    SELECT b.key, sum(b.value::bigint) AS n FROM unnest(k.hists) AS h, jsonb_each_text(h) AS b
-    GROUP BY b.key) AS s), '{{}}'::jsonb)
-FROM k ORDER BY {keys}"""
+k AS (SELECT {keys}, {_SUMS}, array_agg(hist) AS hists FROM m GROUP BY {keys}){"," if ranked else ""}
+{ranked}
+SELECT {keys}, {_SUM_NAMES}, {select}
+FROM {source} ORDER BY {keys}"""
 
 
 def _window(from_minute: int | None, until_minute: int | None = None) -> dict[str, int]:
@@ -114,8 +126,10 @@ def _source(where: RequestFilter, sample: int | None) -> tuple[str, tuple[int, .
     return inner, (since, until, sample)
 
 
-_ENDPOINTS = _rollup_query("endpoint", "method, route, status_class")
-_CONSUMERS = _rollup_query("consumer", "consumer_id, status_class")
+_ENDPOINTS = _rollup_query("endpoint", "method, route, status_class", "method, route")
+_CONSUMERS = _rollup_query("consumer", "consumer_id, status_class", "consumer_id")
+_TOP_ENDPOINTS = _rollup_query("endpoint", "method, route, status_class", "method, route", top=True)
+_TOP_CONSUMERS = _rollup_query("consumer", "consumer_id, status_class", "consumer_id", top=True)
 
 
 class PostgresReader:
@@ -185,15 +199,17 @@ class PostgresReader:
             raise StoreError(f"cannot read {self.shown}: {describe_error(exc, self._url)}") from None
 
     def endpoint_rollups(
-        self, from_minute: int | None, until_minute: int | None = None
+        self, from_minute: int | None, until_minute: int | None = None, *, top: int | None = None
     ) -> Iterable[EndpointRollupRow]:
-        rows = self._rows(_ENDPOINTS, _window(from_minute, until_minute))
+        query = _ENDPOINTS if top is None else _TOP_ENDPOINTS
+        rows = self._rows(query, {**_window(from_minute, until_minute), "top": top})
         return [(r[0], key_value(r[1]), *r[2:]) for r in rows]
 
     def consumer_rollups(
-        self, from_minute: int | None, until_minute: int | None = None
+        self, from_minute: int | None, until_minute: int | None = None, *, top: int | None = None
     ) -> Iterable[ConsumerRollupRow]:
-        rows = self._rows(_CONSUMERS, _window(from_minute, until_minute))
+        query = _CONSUMERS if top is None else _TOP_CONSUMERS
+        rows = self._rows(query, {**_window(from_minute, until_minute), "top": top})
         return [(key_value(r[0]), *r[1:]) for r in rows]
 
     def consumer_labels(self) -> Iterable[tuple[str, str | None, str | None]]:
