@@ -9,8 +9,9 @@ is one test, so every runnable block is run:
   must hold the request. Other ``python`` blocks run as a script in a subprocess.
 * ``bash`` blocks run command by command, as written: ``opentelemetry-instrument ...`` serves
   the FastAPI quickstart's ``app.py``; ``spanlytics report ...`` reads a store the FastAPI
-  quickstart app wrote; a block of ``NAME=value`` lines is sourced and must configure
-  spanlytics without a warning.
+  quickstart app wrote (``--html``: the file it writes), and ``spanlytics dashboard ...``
+  serves it (on a free port) and must show its endpoint; a block of ``NAME=value`` lines is
+  sourced and must configure spanlytics without a warning.
 * ``pip install`` lines are checked without the network: each extra of ``spanlytics[...]``
   must be one the installed spanlytics declares, with its requirements installed here, and
   every other package named must be installed in this venv (so it is a real distribution the
@@ -123,8 +124,8 @@ def command_kind(command: str) -> str | None:
         return "repository"
     if program == "opentelemetry-instrument":
         return "zero-code"
-    if program == "spanlytics" and words[words.index(program) + 1] == "report":
-        return "report"
+    if program == "spanlytics" and words[words.index(program) + 1] in ("report", "dashboard"):
+        return words[words.index(program) + 1]
     return None
 
 
@@ -298,22 +299,52 @@ def check_environment(commands: list[str], caplog: pytest.LogCaptureFixture) -> 
     assert settings.destinations == tuple(environ["SPANLYTICS_DESTINATIONS"].split(","))
 
 
+def quickstart_store(workdir: Path) -> None:
+    """As the quickstart says: run the FastAPI app, send traffic, stop it (once per block)."""
+    if not (workdir / "spanlytics.db").exists():
+        check_records(serve_app_block(block_in(FASTAPI_QUICKSTART), workdir), APP_CHECKS[FASTAPI_QUICKSTART])
+
+
 def run_report_commands(commands: list[str], workdir: Path) -> None:
-    """As the quickstart says: run the FastAPI app, send traffic, stop it, then report."""
+    """The quickstart app's store, then the report."""
     check = APP_CHECKS[FASTAPI_QUICKSTART]
-    check_records(serve_app_block(block_in(FASTAPI_QUICKSTART), workdir), check)
+    quickstart_store(workdir)
     for command in commands:
         done = subprocess.run(
             ["bash", "-c", command], cwd=workdir, env=shell_env(), capture_output=True, text=True, timeout=60
         )
         assert done.returncode == 0, done.stderr
-        if "--json" in command:
+        if "--html" in command:  # the file it names: one page with the endpoint and consumer
+            html = (workdir / shlex.split(command)[shlex.split(command).index("--html") + 1]).read_text()
+            assert html.startswith("<!doctype html>") and check.route in html and "acme" in html
+        elif "--json" in command:
             data = json.loads(done.stdout)
             (endpoint,) = data["endpoints"]
             assert (endpoint["route"], endpoint["count"]) == (check.route, 1)
             assert [c["consumer_id"] for c in data["consumers"]] == ["acme"]
         else:
             assert check.route in done.stdout and "acme" in done.stdout, done.stdout
+
+
+def run_dashboard_command(command: str, workdir: Path) -> None:
+    """The command as written over the quickstart app's store, on a free port (the one option
+    added: the README's default, 8050, may be taken), and its overview over a socket."""
+    quickstart_store(workdir)
+    port = free_port()
+    server = start_server(
+        ["bash", "-c", f"{command} --port {port}"],
+        port=port,
+        log_dir=workdir,
+        env=shell_env(),
+        cwd=workdir,
+        ready_path="/static/dashboard.css",
+    )
+    try:
+        page = requests.get(server.base_url + "/?range=1h", timeout=30)
+    finally:
+        assert server.stop() in (0, -15), server.log()
+    assert page.status_code == 200 and APP_CHECKS[FASTAPI_QUICKSTART].route in page.text
+    assert "acme" in page.text and "Traceback" not in server.log()
 
 
 def run_zero_code_command(command: str, workdir: Path) -> None:
@@ -357,6 +388,8 @@ def run_bash_block(block: Block, workdir: Path, caplog: pytest.LogCaptureFixture
         check_environment(by_kind.pop("environment"), caplog)
     if "report" in by_kind:
         run_report_commands(by_kind.pop("report"), workdir)
+    for command in by_kind.pop("dashboard", []):
+        run_dashboard_command(command, workdir)
     for command in by_kind.pop("zero-code", []):
         run_zero_code_command(command, workdir)
     assert not by_kind, by_kind
