@@ -23,7 +23,7 @@ from spanlytics.destinations.postgres.retention import prune_postgres
 from spanlytics.destinations.postgres.rows import LEGACY_FORMAT, copy_batches, copy_line, merge_batches
 from spanlytics.destinations.postgres.transport import PostgresTransport
 from spanlytics.destinations.rollups import MINUTE_NS, Rollups, Tally, parse_hist
-from spanlytics.destinations.stores import StoreError
+from spanlytics.destinations.stores import RequestFilter, StoreError
 from spanlytics.record import ExceptionInfo, MaskedField, RequestRecord
 from tests.support.postgres import STRANGER, STRANGER_PASSWORD, WRITER_PASSWORD, PgDatabase
 from tests.support.records import make_record
@@ -513,3 +513,22 @@ def test_without_psycopg_one_line_names_the_extra(
     ]
     for destination in built:
         destination.shutdown()
+
+
+def test_a_forked_reader_sees_its_parents_snapshot(pg_db: PgDatabase) -> None:
+    """The dashboard reads a page's charts on a fork while its tables are added up: both must
+    see the same records, even when a batch lands in between."""
+    records = sample_records(60, step_ns=37_000_000_000)
+    batches = list(copy_batches(records, 30, 1 << 20))
+    transport = PostgresTransport(pg_db.url)
+    assert transport.send(batches[0]).outcome == "sent"
+    with PostgresReader(pg_db.url) as reader:
+        before = sum(r[3] for r in reader.endpoint_rollups(None))
+        child = reader.fork()
+        assert transport.send(batches[1]).outcome == "sent"  # committed after the snapshot
+        with child:
+            assert sum(r[3] for r in child.endpoint_rollups(None)) == before == 30
+            assert len(child.request_page(RequestFilter(), 100)) == 30
+    transport.close()
+    with PostgresReader(pg_db.url) as later:
+        assert sum(r[3] for r in later.endpoint_rollups(None)) == 60

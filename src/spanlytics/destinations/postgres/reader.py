@@ -143,7 +143,8 @@ class PostgresReader:
     database holds no spanlytics store.
     """
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, _snapshot: str | None = None) -> None:
+        self._snapshot = _snapshot
         self.shown = redact_url(url)
         problem = url_problem(url)
         if problem is not None:
@@ -176,8 +177,12 @@ class PostgresReader:
         return f"PostgresReader({self.shown!r})"
 
     def __enter__(self) -> PostgresReader:
+        from psycopg import sql
+
         try:
             self._conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            if self._snapshot is not None:
+                self._conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(self._snapshot)))
         except self._psycopg_error as exc:
             self._conn.close()
             raise StoreError(f"cannot read {self.shown}: {describe_error(exc, self._url)}") from None
@@ -191,6 +196,13 @@ class PostgresReader:
             pass
         finally:
             self._conn.close()
+
+    def fork(self) -> PostgresReader:
+        """Another reader, on its own connection, that sees this one's snapshot: to read in
+        parallel (a page's charts while its tables are added up). Enter it while this
+        reader's ``with`` block is open."""
+        ((snapshot,),) = self._rows("SELECT pg_export_snapshot()", ())
+        return PostgresReader(self._url, _snapshot=str(snapshot))
 
     def _rows(self, sql: str, params: dict[str, Any] | tuple[Any, ...]) -> list[tuple[Any, ...]]:
         try:
