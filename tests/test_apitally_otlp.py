@@ -210,11 +210,12 @@ def test_an_exception_is_an_event_and_an_error_status() -> None:
                 "exception.type": "examples.demo_data.DemoError",
                 "exception.message": "boom",
                 "exception.stacktrace": "Traceback ...\nDemoError: boom",
+                "exception.escaped": "False",
             },
         )
     ]
-    assert span.status.code == 2 and span.status.message == "DemoError: boom"
-    assert otlp_decode.attributes(span.attributes)["error.type"] == "examples.demo_data.DemoError"
+    assert span.status.code == 2 and span.status.message == ""
+    assert otlp_decode.attributes(span.attributes)["error.type"] == "500"  # as the SDK's instrumentors
     plain_503 = _decoded(SpanEncoder(ApitallyOptions(write_token=TOKEN)).encode(record(status=503)))
     assert plain_503.status.code == 2 and otlp_decode.attributes(plain_503.attributes)["error.type"] == "503"
     unmatched = _decoded(

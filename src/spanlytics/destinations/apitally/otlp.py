@@ -63,6 +63,7 @@ INITIAL_EXPORT_DELAY_S = 2.0
 EXPORT_INTERVAL_HEADER = "Apitally-Export-Interval"
 MIN_EXPORT_INTERVAL_S, MAX_EXPORT_INTERVAL_S = 5.0, 60.0
 MAX_AGE_S = 3600.0  # the SDK drops what it could not deliver within an hour (the dedup window)
+MIN_GAUGE_SPACING_NS = 1_000_000_000
 MAX_REQUEST_BYTES = 1_000_000  # spans per export request, before compression
 _ID_LIMIT = 2**64
 
@@ -184,6 +185,7 @@ class ApitallyOtlpDestination:
         self._apitally_scope = scope_bytes("apitally")
         self.metrics = RequestMetrics()
         self.gauges = ProcessGauges()
+        self._gauged_ns = 0
         self.errors = ErrorEvents()
         self.consumers = ConsumerUpdates()
         self._spans: list[bytes] = []
@@ -282,8 +284,10 @@ class ApitallyOtlpDestination:
                 body = envelope(self.resource, self._apitally_scope, logs)
                 self.sender.submit(Batch(body, len(logs), "/v1/logs", "application/x-protobuf"))
             now = time.time_ns()
-            metrics = [self.gauges.collect(self.resource, self._apitally_scope, now)]
-            metrics += self.metrics.collect(self.resource, self._apitally_scope, now)
+            metrics = self.metrics.collect(self.resource, self._apitally_scope, now)
+            if now - self._gauged_ns >= MIN_GAUGE_SPACING_NS:  # flushes in a row: one sample
+                self._gauged_ns = now
+                metrics.insert(0, self.gauges.collect(self.resource, self._apitally_scope, now))
             for body in metrics:
                 self.sender.submit(Batch(body, 0, "/v1/metrics", "application/x-protobuf"))
         except Exception as exc:  # the timer must go on; never log values

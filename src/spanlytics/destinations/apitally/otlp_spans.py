@@ -112,9 +112,7 @@ class SpanEncoder:
             "http.route": record.route,
             "url.query": record.query if options.log_query_params else None,
         }
-        if record.exception is not None:
-            attributes["error.type"] = exception_type(record.exception.type)
-        elif status >= 500:
+        if status >= 500:  # the status code, as the instrumentors of the SDK's spans set it
             attributes["error.type"] = str(status)
         consumer, _, _ = consumer_fields(record)
         attributes["apitally.consumer.identifier"] = consumer
@@ -172,12 +170,10 @@ class SpanEncoder:
                     "exception.type": exception_type(exception.type),
                     "exception.message": truncated_message(exception.message),
                     "exception.stacktrace": truncated_traceback(exception.stacktrace),
+                    "exception.escaped": "False",  # as OpenTelemetry's record_exception writes it
                 },
             )
         if exception is not None or status_code(record) >= 500:
-            span.status.code = Status.StatusCode.STATUS_CODE_ERROR
-            if exception is not None and self.options.log_exception:
-                short_type = exception.type.rsplit(".", 1)[-1]
-                span.status.message = f"{short_type}: {truncated_message(exception.message)}"
+            span.status.code = Status.StatusCode.STATUS_CODE_ERROR  # no description, as the SDK's
         serialized: bytes = span.SerializeToString()
         return serialized
