@@ -8,6 +8,7 @@ import json
 import logging
 import math
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from opentelemetry.proto.metrics.v1.metrics_pb2 import AGGREGATION_TEMPORALITY_DELTA
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
@@ -31,8 +33,9 @@ from spanlytics.destinations.apitally.otlp_spans import BODY_TOO_LARGE, SpanEnco
 from spanlytics.destinations.registry import build_destinations
 from spanlytics.record import ExceptionInfo, RequestRecord
 from tests.support import otlp_decode
+from tests.support.apitally_diff_apps import API_KEYS
 from tests.support.ingest_stub import IngestStub
-from tests.support.servers import poll_until
+from tests.support.servers import free_port, poll_until, start_server, uvicorn_argv
 from tests.test_apitally import CLIENT_ID
 from tests.test_apitally import record as apitally_record
 
@@ -514,3 +517,77 @@ def test_spans_counts_survive_an_outage_through_the_spool(stub: IngestStub, tmp_
         r.trace_id for r in sent
     )
     assert counted() == 50
+
+
+# --- a real server: an outage of the endpoint, then SIGTERM -----------------------------------
+
+OUTAGE_S = 10.0
+
+
+def test_a_10s_outage_and_sigterm_lose_nothing(stub: IngestStub, tmp_path: Path) -> None:
+    """FastAPI under uvicorn: the endpoint is down for 10 s while requests come, back for a few,
+    then SIGTERM. What the process could not deliver waits in the spool, and the next process
+    on the same spool delivers it: every request is counted once and logged once."""
+    env = {
+        "DIFF_SIDE": "",
+        "DIFF1_SIDE": "spanlytics",
+        "DIFF1_FRAMEWORK": "fastapi",
+        "DIFF1_WRITE_TOKEN": TOKEN,
+        "DIFF1_OTLP_ENDPOINT": stub.url,
+        "SPANLYTICS_SPOOL_DIR": str(tmp_path / "spool"),
+        "SPANLYTICS_DELIVERY_BACKOFF_MAX": "1",
+    }
+
+    def serve() -> Any:
+        port = free_port()
+        argv = uvicorn_argv("tests.support.apitally1_diff_apps:app", port)
+        return start_server(argv, port=port, env=env, log_dir=tmp_path)
+
+    server = serve()
+    http = requests.Session()
+    sent: Counter[str | None] = Counter()
+
+    def call(key: str | None) -> None:
+        response = http.get(
+            f"{server.base_url}/items/5", headers={"X-API-Key": key} if key else {}, timeout=10
+        )
+        assert response.status_code == 200
+        sent[API_KEYS[key][0] if key else None] += 1
+
+    keys = [*list(API_KEYS)[:2], None]
+    try:
+        stub.down()
+        outage_ends = time.monotonic() + OUTAGE_S
+        while time.monotonic() < outage_ends and sum(sent.values()) < 300:  # paced load, bounded
+            call(keys[sum(sent.values()) % 3])
+            time.sleep(0.05)
+        assert otlp_decode.spans(stub.requests()) == []  # nothing got through
+        stub.up()
+        for i in range(30):
+            call(keys[i % 3])
+    finally:
+        server.stop()  # SIGTERM (uvicorn re-raises it once shut down: the exit code says -15)
+    restarted = serve()  # the same spool: it delivers what the first process left there
+    try:
+
+        def counted() -> Counter[str | None]:
+            counts: Counter[str | None] = Counter()
+            for point in otlp_decode.metric_points(stub.requests()):
+                if (
+                    point["name"] == "http.server.request.duration"
+                    and point["point"]["attributes"]["http.route"] == "/items/{item_id}"
+                ):
+                    counts[point["point"]["attributes"].get("apitally.consumer.identifier")] += int(
+                        point["point"]["count"]
+                    )
+            return counts
+
+        def complete() -> bool:
+            return counted() == sent and len(otlp_decode.spans(stub.requests())) >= sum(sent.values())
+
+        poll_until(complete, 60, "every request of the first process")
+    finally:
+        restarted.stop()
+    spans = otlp_decode.spans(stub.requests())
+    assert len(spans) == sum(sent.values()) == len({s["span_id"] for s in spans})  # once each
+    assert counted() == sent
