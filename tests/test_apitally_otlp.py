@@ -35,7 +35,7 @@ from spanlytics.record import ExceptionInfo, RequestRecord
 from tests.support import otlp_decode
 from tests.support.apitally_diff_apps import API_KEYS
 from tests.support.ingest_stub import IngestStub
-from tests.support.servers import free_port, poll_until, start_server, uvicorn_argv
+from tests.support.servers import free_port, gunicorn_argv, poll_until, start_server, uvicorn_argv
 from tests.test_apitally import CLIENT_ID
 from tests.test_apitally import record as apitally_record
 
@@ -591,3 +591,50 @@ def test_a_10s_outage_and_sigterm_lose_nothing(stub: IngestStub, tmp_path: Path)
     spans = otlp_decode.spans(stub.requests())
     assert len(spans) == sum(sent.values()) == len({s["span_id"] for s in spans})  # once each
     assert counted() == sent
+
+
+def test_forked_gunicorn_workers_are_instances_of_their_own(stub: IngestStub, tmp_path: Path) -> None:
+    """Flask under gunicorn, the app (and spanlytics) loaded in the master, then forked: each
+    process sends under its own service.instance.id, and every request is counted once."""
+    port = free_port()
+    argv = gunicorn_argv(
+        "tests.support.apitally1_diff_apps:app",
+        port,
+        "--preload",
+        "--workers",
+        "2",
+        "--worker-class",
+        "gthread",
+    )
+    env = {
+        "DIFF_SIDE": "",
+        "DIFF1_SIDE": "spanlytics",
+        "DIFF1_FRAMEWORK": "flask",
+        "DIFF1_WRITE_TOKEN": TOKEN,
+        "DIFF1_OTLP_ENDPOINT": stub.url,
+        "SPANLYTICS_SPOOL_DIR": str(tmp_path / "spool"),
+    }
+    server = start_server(argv, port=port, env=env, log_dir=tmp_path)
+    sent: Counter[str | None] = Counter()
+    try:
+        for i in range(40):  # a new connection each: both workers serve
+            key = list(API_KEYS)[i % 2]
+            response = requests.get(f"{server.base_url}/items/{i}", headers={"X-API-Key": key}, timeout=10)
+            assert response.status_code == 200
+            sent[API_KEYS[key][0]] += 1
+    finally:
+        server.stop()
+    received = stub.requests()
+    spans = otlp_decode.spans(received)
+    assert len(spans) == 40 == len({s["span_id"] for s in spans})
+    counts: Counter[str | None] = Counter()
+    for point in otlp_decode.metric_points(received):
+        if point["name"] == "http.server.request.duration":
+            attributes = point["point"]["attributes"]
+            counts[attributes.get("apitally.consumer.identifier")] += int(point["point"]["count"])
+    assert counts == sent
+    startups = [
+        e["resource"]["service.instance.id"] for e in otlp_decode.events(received, "apitally.app.startup")
+    ]
+    assert len(startups) == len(set(startups)) >= 2  # the workers (and the master) announce once each
+    assert {s["resource"]["service.instance.id"] for s in spans} <= set(startups)

@@ -165,6 +165,8 @@ class ApitallyOtlpDestination:
             spool_max_age_s=min(settings.spool_max_age_s, MAX_AGE_S),
             pause_statuses=frozenset(),
         )
+        # read once: a forked child only takes a new instance id (no detectors run in a fork hook)
+        self._resource_base = resource_attributes(self.env, "")
         transport = OtlpTransport(self.name, sender_settings, self.transport_interval)
         self.sender = Sender(self.name, sender_settings, transport=transport)
         self._reset()
@@ -180,7 +182,7 @@ class ApitallyOtlpDestination:
         self._lock = threading.Lock()  # the pending spans and log records
         self._cycle_lock = threading.Lock()  # one cycle at a time: the timer's, a flush's
         self.instance_id = str(uuid.uuid4())
-        self.resource = resource_bytes(resource_attributes(self.env, self.instance_id))
+        self.resource = resource_bytes({**self._resource_base, "service.instance.id": self.instance_id})
         self._span_scope = scope_bytes(DISTRO_NAME, __about__.VERSION)
         self._apitally_scope = scope_bytes("apitally")
         self.metrics = RequestMetrics()
