@@ -20,6 +20,7 @@ the traffic: the duration histograms summed per consumer, one span per logged re
 from __future__ import annotations
 
 import os
+import sys
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -28,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from benchmarks.harness_peers import DEFAULT_VENVS, PEERS, ensure_venv
+from benchmarks.harness_peers import DEFAULT_VENVS, PEERS, ensure_venv, installed_version
 
 from tests.support import otlp_decode
 from tests.support.apitally_diff_apps import API_KEYS
@@ -74,7 +75,12 @@ class Run:
 
 
 def _peer_bin() -> Path:
-    venvs = Path(os.environ.get("SPANLYTICS_PEER_VENVS") or DEFAULT_VENVS)
+    """The official SDK's venv, pinned to this venv's frameworks and OpenTelemetry: one per
+    Python and OpenTelemetry version (the suite runs on the newest and the oldest), under the
+    benchmarks' venv folder (left out of the sdist) or ``SPANLYTICS_PEER_VENVS``."""
+    python = f"py{sys.version_info[0]}{sys.version_info[1]}"
+    key = f"tests-{python}-otel{installed_version('opentelemetry-sdk')}"
+    venvs = Path(os.environ.get("SPANLYTICS_PEER_VENVS") or DEFAULT_VENVS / key)
     return ensure_venv(PEERS["apitally1"], venvs).parent
 
 

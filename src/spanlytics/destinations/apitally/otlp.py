@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import gzip
 import logging
 import os
 import random
@@ -50,6 +51,7 @@ from spanlytics.destinations.apitally.otlp_wire import envelope, resource_bytes,
 from spanlytics.worker import BackgroundWorker
 
 if TYPE_CHECKING:
+    from spanlytics.config import Settings
     from spanlytics.record import RequestRecord
 
 __all__ = ["ApitallyOtlpDestination", "OtlpTransport", "is_sampled", "resource_attributes"]
@@ -107,8 +109,6 @@ class OtlpTransport(HttpTransport):
         self.on_interval = on_interval
 
     def send(self, batch: Batch) -> Answer:
-        import gzip
-
         if self._session is None:
             self._session = requests.Session()
             self._session.trust_env = False  # the endpoint is configured; no proxy lookups per send
@@ -325,7 +325,7 @@ def _versions(framework: str) -> dict[str, str]:
     return found
 
 
-def build_apitally_otlp(settings: Any, options: ApitallyOptions) -> ApitallyOtlpDestination:
+def build_apitally_otlp(settings: Settings, options: ApitallyOptions) -> ApitallyOtlpDestination:
     """The registry's factory for a write token: the endpoint from the options, delivery from
     the core settings."""
     return ApitallyOtlpDestination(options, SenderSettings.from_settings(settings, options.otlp_endpoint))
