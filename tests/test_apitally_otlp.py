@@ -638,3 +638,35 @@ def test_forked_gunicorn_workers_are_instances_of_their_own(stub: IngestStub, tm
     ]
     assert len(startups) == len(set(startups)) >= 2  # the workers (and the master) announce once each
     assert {s["resource"]["service.instance.id"] for s in spans} <= set(startups)
+
+
+def test_a_megabyte_of_spans_leaves_before_the_cycle(stub: IngestStub, tmp_path: Path) -> None:
+    dest = destination(stub.url, tmp_path, log_response_body=True)
+    body = json.dumps({"pad": "y" * 40_000})
+    dest.export(
+        [record(trace_id=f"{i:032x}", response_body=body, response_size=len(body)) for i in range(1, 31)]
+    )
+    # no flush, and the first cycle is seconds away: the full request went to the sender at once
+    poll_until(lambda: otlp_decode.spans(stub.requests()), 5, "the first megabyte of spans")
+    first = next(r for r in stub.requests() if r.path == "/v1/traces")
+    assert 20 <= len(otlp_decode.spans([first])) < 30  # about a megabyte: the rest waits for the cycle
+    dest.shutdown(5)
+    assert len(otlp_decode.spans(stub.requests())) == 30
+
+
+def test_too_many_combinations_are_counted_and_told(
+    stub: IngestStub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from spanlytics.destinations.apitally import otlp_metrics
+
+    monkeypatch.setattr(otlp_metrics, "MAX_COMBINATIONS", 3)
+    dest = destination(stub.url, tmp_path)
+    with caplog.at_level(logging.WARNING, "spanlytics"):
+        dest.export([record(consumer=Consumer(f"request-{i}")) for i in range(5)])
+        dest.force_flush(5)
+    assert "2 request(s) were not counted" in caplog.text
+    points = [
+        p for p in otlp_decode.metric_points(stub.requests()) if p["name"] == "http.server.request.duration"
+    ]
+    assert len(points) == 3
+    dest.shutdown(5)

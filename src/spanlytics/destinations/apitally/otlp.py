@@ -45,7 +45,7 @@ from spanlytics.destinations.apitally.otlp_events import (
     log_record,
     startup_body,
 )
-from spanlytics.destinations.apitally.otlp_metrics import ProcessGauges, RequestMetrics
+from spanlytics.destinations.apitally.otlp_metrics import MAX_COMBINATIONS, ProcessGauges, RequestMetrics
 from spanlytics.destinations.apitally.otlp_spans import SpanEncoder
 from spanlytics.destinations.apitally.otlp_wire import envelope, resource_bytes, scope_bytes
 from spanlytics.worker import BackgroundWorker
@@ -286,7 +286,16 @@ class ApitallyOtlpDestination:
                 body = envelope(self.resource, self._apitally_scope, logs)
                 self.sender.submit(Batch(body, len(logs), "/v1/logs", "application/x-protobuf"))
             now = time.time_ns()
+            uncounted = self.metrics.dropped_combinations  # of this interval: collect starts the next
             metrics = self.metrics.collect(self.resource, self._apitally_scope, now)
+            if uncounted:
+                _log.warning(
+                    "otlp.combinations",
+                    "spanlytics apitally: more than %d method/route/status/consumer combinations in "
+                    "one interval; %d request(s) were not counted (is the consumer a request id?)",
+                    MAX_COMBINATIONS,
+                    uncounted,
+                )
             if now - self._gauged_ns >= MIN_GAUGE_SPACING_NS:  # flushes in a row: one sample
                 self._gauged_ns = now
                 metrics.insert(0, self.gauges.collect(self.resource, self._apitally_scope, now))

@@ -33,7 +33,14 @@ from spanlytics.destinations.apitally.process_facts import process_start_time, r
 if TYPE_CHECKING:
     from spanlytics.record import RequestRecord
 
-__all__ = ["HISTOGRAM_SCALE", "ExponentialHistogram", "ProcessGauges", "RequestMetrics", "bucket_index"]
+__all__ = [
+    "HISTOGRAM_SCALE",
+    "MAX_COMBINATIONS",
+    "ExponentialHistogram",
+    "ProcessGauges",
+    "RequestMetrics",
+    "bucket_index",
+]
 
 HISTOGRAM_SCALE = 3
 _SCALE_FACTOR = math.ldexp(1 / math.log(2), HISTOGRAM_SCALE)
@@ -97,7 +104,7 @@ class RequestMetrics:
         self._lock = threading.Lock()
         self._histograms: dict[MetricKey, tuple[ExponentialHistogram, ...]] = {}
         self._start_ns = time.time_ns()
-        self.dropped_combinations = 0
+        self.dropped_combinations = 0  # in the interval that ``collect`` ends
 
     def add(self, record: RequestRecord) -> None:
         if record.method == "OPTIONS" or not record.route:
@@ -123,6 +130,7 @@ class RequestMetrics:
         :data:`COMBINATIONS_PER_REQUEST` attribute combinations each; none without data."""
         with self._lock:
             collected, self._histograms = self._histograms, {}
+            self.dropped_combinations = 0
             start_ns = self._start_ns
             self._start_ns = end_ns = end_ns or time.time_ns()
         combinations = list(collected.items())
