@@ -1,5 +1,5 @@
 # Sourced by the set-up scripts: create a virtualenv if needed and install spanlytics (editable,
-# with every framework extra, postgres and dashboard) plus the PEP 735 dependency group "$1" ("test" or
+# with every framework extra, postgres, dashboard and apitally) plus the PEP 735 dependency group "$1" ("test" or
 # "examples") from
 # PyPI, pinned by a constraints file.
 #   VENV         the virtualenv's folder (default .venv)
@@ -15,4 +15,4 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 # dependency groups (--group) need pip >= 25.1
 "$VENV/bin/python" -m pip install --quiet --upgrade "pip>=25.1"
-"$VENV/bin/python" -m pip install --quiet -c "$CONSTRAINTS" -e ".[fastapi,flask,starlette,postgres,dashboard]" --group "$1"
+"$VENV/bin/python" -m pip install --quiet -c "$CONSTRAINTS" -e ".[fastapi,flask,starlette,postgres,dashboard,apitally]" --group "$1"

@@ -163,7 +163,7 @@ def test_settings_args_lists_every_keyword_and_nothing_else() -> None:
     [
         ("readme", "SPANLYTICS_README_API_KEY"),
         ("http", "SPANLYTICS_HTTP_URL"),
-        ("apitally", "SPANLYTICS_APITALLY_CLIENT_ID"),
+        ("apitally", "SPANLYTICS_APITALLY_WRITE_TOKEN or SPANLYTICS_APITALLY_CLIENT_ID"),
     ],
 )
 def test_a_destination_without_its_required_option_is_not_used(

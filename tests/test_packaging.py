@@ -192,15 +192,8 @@ def test_the_published_metadata(dists: Dists) -> None:
     assert any(c.startswith("Development Status ::") for c in classifiers)
     urls = dict(u.split(", ", 1) for u in meta.get_all("Project-URL") or [])
     assert {"Homepage", "Source", "Issues", "Changelog"} <= set(urls)
-    assert set(meta.get_all("Provides-Extra") or []) == {
-        "fastapi",
-        "flask",
-        "starlette",
-        "demo",
-        "fast",
-        "postgres",
-        "dashboard",
-    }
+    extras = {"fastapi", "flask", "starlette", "demo", "fast", "postgres", "dashboard", "apitally"}
+    assert set(meta.get_all("Provides-Extra") or []) == extras
     requirements = [Requirement(r) for r in meta.get_all("Requires-Dist") or []]
     core = {r.name for r in requirements if r.marker is None}
     assert core == {

@@ -161,6 +161,9 @@ class SettingsArgs(TypedDict, total=False):
     readme_allowed_hosts: str | Sequence[str] | None
     readme_log_anonymous: str | None
     apitally_client_id: str | None
+    apitally_write_token: str | None
+    apitally_otlp_endpoint: str | None
+    apitally_sample_rate: float | None
     apitally_env: str | None
     apitally_base_url: str | None
     apitally_sync_interval_s: float | None

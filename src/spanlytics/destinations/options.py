@@ -37,8 +37,9 @@ class DestinationOptions:
 
     name: ClassVar[str]
     """The destination's name (``SPANLYTICS_DESTINATIONS``), the prefix of its keywords."""
-    required: ClassVar[str | None] = None
-    """The field without which the destination is not used (a warning names its variable)."""
+    required: ClassVar[str | tuple[str, ...] | None] = None
+    """The field without which the destination is not used (a warning names its variable);
+    a tuple: the fields of which it needs one (apitally: a write token or a client id)."""
 
     def problems(self) -> dict[str, str | None]:
         """Why each field is invalid (None: it is not); subclasses add their own checks."""

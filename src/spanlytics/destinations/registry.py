@@ -88,12 +88,14 @@ class DestinationRegistry:
                 continue
             options = entry.options.of(settings)
             required = entry.options.required
-            if required is not None and not getattr(options, required):
-                variable = variable_of(f"{name}_{required}")
+            needed = (required,) if isinstance(required, str) else required or ()
+            if needed and not any(getattr(options, field) for field in needed):
+                variables = [variable_of(f"{name}_{field}") for field in needed]
                 # A variable that is set but was invalid has had its warning, which says why
                 # (and this one would only repeat it): one line per mistake.
-                if not os.environ.get(variable, "").strip():
-                    _logger.warning("the %s destination needs %s; it is not used", name, variable)
+                if not any(os.environ.get(variable, "").strip() for variable in variables):
+                    needs = " or ".join(variables)
+                    _logger.warning("the %s destination needs %s; it is not used", name, needs)
                 continue
             destinations.append(entry.build(settings, options))
         return destinations

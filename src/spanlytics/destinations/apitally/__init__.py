@@ -1,5 +1,7 @@
-"""Apitally destination: aggregated metrics and request logs, as the ``apitally`` 0.x client
-sends them to its hub (``{base}/v2/{client_id}/{env}``)::
+"""Apitally destination. With a write token (``SPANLYTICS_APITALLY_WRITE_TOKEN``) it speaks
+Apitally 1.x, OpenTelemetry's OTLP: see :mod:`.otlp`. With a client id alone it speaks the
+0.x hub protocol, aggregated metrics and request logs as the ``apitally`` 0.x client sends
+them to its hub (``{base}/v2/{client_id}/{env}``)::
 
     POST /startup       once per process: instance and message uuids, routes, versions, client
     POST /sync          every 10 s in the first hour, then every 60 s: requests aggregated by
@@ -23,17 +25,21 @@ is unchanged. Differences from the official client, on purpose:
   and validation errors are counted for Flask apps that answer 422 in FastAPI's shape too.
 
 Modules: ``options`` (``apitally_*`` settings), ``aggregation`` (sync data), ``request_log``
-(log items and files), ``hub`` (the destination: startup, sync and log, the instance slot).
+(log items and files), ``hub`` (the destination: startup, sync and log, the instance slot);
+for 1.x ``otlp`` (the destination and its transport), ``otlp_spans``, ``otlp_metrics``,
+``otlp_events`` (the encoders) and ``otlp_wire`` (the protobuf envelope).
 """
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
-from spanlytics.destinations.apitally.options import DEFAULT_BASE_URL, ApitallyOptions
+from spanlytics.destinations.apitally.options import DEFAULT_BASE_URL, DEFAULT_OTLP_ENDPOINT, ApitallyOptions
 
 if TYPE_CHECKING:
     from spanlytics.config import Settings
+    from spanlytics.destinations import Destination
     from spanlytics.destinations.apitally.aggregation import (
         Aggregator,
         exception_type,
@@ -49,8 +55,11 @@ if TYPE_CHECKING:
         decode_log,
     )
 
+_logger = logging.getLogger("spanlytics.apitally")
+
 __all__ = [
     "DEFAULT_BASE_URL",
+    "DEFAULT_OTLP_ENDPOINT",
     "MAX_LOG_FILE_BYTES",
     "Aggregator",
     "ApitallyDestination",
@@ -67,11 +76,32 @@ __all__ = [
 ]
 
 
-def build_apitally(settings: Settings, options: ApitallyOptions) -> ApitallyDestination:
-    """The registry's factory (the hub's modules load when an apitally destination is built)."""
-    from spanlytics.destinations.apitally import hub
+MISSING_PROTOBUF = (
+    "the apitally destination needs opentelemetry-proto for a write token: "
+    "pip install 'spanlytics[apitally]'; it is not used"
+)
 
-    return hub.build_apitally(settings, options)
+
+def build_apitally(settings: Settings, options: ApitallyOptions) -> Destination:
+    """The registry's factory: a write token speaks 1.x (OTLP), a client id alone the 0.x hub.
+    Their modules load when the destination is built."""
+    if options.protocol == "0.x":
+        from spanlytics.destinations.apitally import hub
+
+        return hub.build_apitally(settings, options)
+    if options.client_id:
+        _logger.warning(
+            "spanlytics apitally: both SPANLYTICS_APITALLY_WRITE_TOKEN and SPANLYTICS_APITALLY_CLIENT_ID "
+            "are set; the write token wins (Apitally 1.x, OTLP) and the client id is ignored"
+        )
+    try:
+        from spanlytics.destinations.apitally import otlp
+    except ImportError:  # opentelemetry-proto (and protobuf) are the extra's
+        from spanlytics.destinations.postgres.store import UnavailableDestination
+
+        _logger.warning(MISSING_PROTOBUF)
+        return UnavailableDestination(ApitallyOptions.name)
+    return otlp.build_apitally_otlp(settings, options)
 
 
 def __getattr__(name: str) -> object:

@@ -81,7 +81,7 @@ def status_code(record: RequestRecord) -> int:
     return 500 if record.exception is not None else 0
 
 
-def _validation_errors(record: RequestRecord) -> list[tuple[tuple[str, ...], str, str]]:
+def validation_errors(record: RequestRecord) -> list[tuple[tuple[str, ...], str, str]]:
     """FastAPI/Pydantic errors from a 422 JSON response body: ``{"detail": [...]}``."""
     content_type = (record.response_content_type or "").lower()
     if not record.response_body or not content_type.startswith("application/json"):
@@ -159,7 +159,7 @@ class Aggregator:
             entry.response_size_sum += record.response_size
             entry.response_sizes[record.response_size // 1000] += 1
         if status == 422:
-            for loc, msg, kind in _validation_errors(record):
+            for loc, msg, kind in validation_errors(record):
                 self._validation[(consumer, key[1], key[2], loc, msg, kind)] += 1
         if status == 500 and record.exception is not None:
             exc = record.exception

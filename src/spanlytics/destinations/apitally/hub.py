@@ -27,6 +27,7 @@ from spanlytics.delivery.sender import Sender, retry_after_s
 from spanlytics.delivery.settings import SenderSettings
 from spanlytics.destinations.apitally.aggregation import Aggregator
 from spanlytics.destinations.apitally.options import ApitallyOptions
+from spanlytics.destinations.apitally.process_facts import rss_bytes
 from spanlytics.destinations.apitally.request_log import (
     MAX_LOG_FILE_BYTES,
     LogFile,
@@ -63,25 +64,11 @@ class ResourceSampler:
         times = os.times()
         now = (time.monotonic(), times.user + times.system)
         last, self._last = self._last, now
-        rss = _rss_bytes()
+        rss = rss_bytes()
         if last is None or rss is None or now[0] <= last[0]:
             return None
         cpu = (now[1] - last[1]) / (now[0] - last[0]) * 100.0
         return {"cpu_percent": round(cpu, 1), "memory_rss": rss}
-
-
-def _rss_bytes() -> int | None:
-    try:
-        with open("/proc/self/statm", "rb") as statm:
-            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        import psutil  # type: ignore[import-untyped,import-not-found,unused-ignore]  # optional
-
-        return int(psutil.Process().memory_info().rss)
-    except Exception:
-        return None
 
 
 def _versions(framework: str) -> dict[str, str]:
