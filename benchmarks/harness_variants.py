@@ -48,6 +48,11 @@ VARIANTS = {
             destination="apitally",
         ),
         Variant(
+            "spanlytics-apitally1",
+            "otel + spanlytics, full logging to the Apitally destination's 1.x OTLP protocol (stub)",
+            destination="apitally",
+        ),
+        Variant(
             "apitally1", "Apitally 1.0.0 (OTel-based), headers and bodies, OTLP to the stub", peer="apitally1"
         ),
         Variant(

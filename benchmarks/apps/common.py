@@ -203,6 +203,17 @@ def spanlytics_settings(variant: str) -> dict[str, Any]:
                 apitally_log_response_body=True,
             ),
         },
+        "spanlytics-apitally1": {
+            "destinations": "apitally",
+            "apitally_write_token": APITALLY_WRITE_TOKEN,
+            "apitally_otlp_endpoint": stub,
+            # headers and bodies both ways, as the apitally1 peer is configured
+            **_known_settings(
+                apitally_log_request_headers=True,
+                apitally_log_request_body=True,
+                apitally_log_response_body=True,
+            ),
+        },
     }
     return {**common, **per_variant[variant]}
 
