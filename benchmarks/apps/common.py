@@ -319,6 +319,7 @@ _INSTALLERS: dict[str, Callable[[Any, str], Identify]] = {
     "spanlytics-readme": _spanlytics,
     "spanlytics-http": _spanlytics,
     "spanlytics-apitally": _spanlytics,
+    "spanlytics-apitally1": _spanlytics,
     "apitally1": _apitally1,
     "apitally0": _apitally0,
     "readme": _readme,
