@@ -241,3 +241,29 @@ def test_a_prometheus_scrape_shows_the_consumer_series(tmp_path: Path) -> None:
             assert {"http_request_method", "http_route", "http_response_status_code"} <= labels
         finally:
             server.stop()
+
+
+@pytest.mark.parametrize("setup", ["zero-code-uvicorn-workers-2", "zero-code-gunicorn-gthread-2"])
+def test_what_is_left_at_shutdown_still_goes_out(setup: str, tmp_path: Path) -> None:
+    """Intervals longer than the test: only the shutdown flush delivers. Under gunicorn the
+    exit hooks do it, and spanlytics' must run before the providers' (which were set up after
+    spanlytics was built): pipeline.submit() registers it again at the first span."""
+    argv, extra = SETUPS[setup]
+    with otlp_collector() as collector:
+        port = free_port()
+        env = signals_env(
+            collector,
+            PORT=str(port),
+            OTEL_BLRP_SCHEDULE_DELAY="60000",
+            OTEL_BSP_SCHEDULE_DELAY="60000",
+            OTEL_METRIC_EXPORT_INTERVAL="60000",
+            SPANLYTICS_FLUSH_INTERVAL="60",
+            **extra,
+        )
+        server = start_server(argv(port), port=port, log_dir=tmp_path, env=env)
+        try:
+            sent = drive(server.base_url)
+        finally:
+            server.stop()
+        assert Counter(log_key(log) for log in request_logs(collector)) == sent
+        assert metric_counts(collector) == sent
