@@ -15,10 +15,9 @@ log records and metric points are decoded here::
 from __future__ import annotations
 
 import gzip
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any
 
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
@@ -31,16 +30,20 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 )
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
-from tests.support.otlp_receiver import OTLPReceiver, _value
+from tests.support.otlp_receiver import OTLPReceiver, _value, serve
 
 
 def _attributes(kvs: Any) -> dict[str, Any]:
     return {kv.key: _value(kv.value) for kv in kvs}
 
 
-class _Server(ThreadingHTTPServer):
-    allow_reuse_address = True  # up() again on the port that down() closed
-    daemon_threads = True
+def _items(groups: Any, scopes: str, items: str) -> Iterator[tuple[dict[str, Any], str, Any]]:
+    """(resource attributes, scope name, item) of every log record or metric in an export."""
+    for group in groups:
+        resource = _attributes(group.resource.attributes)
+        for scoped in getattr(group, scopes):
+            for item in getattr(scoped, items):
+                yield resource, scoped.scope.name, item
 
 
 class OTLPCollector(OTLPReceiver):
@@ -57,55 +60,46 @@ class OTLPCollector(OTLPReceiver):
     def handle_logs(self, body: bytes) -> None:
         request = ExportLogsServiceRequest()
         request.ParseFromString(body)
-        logs = []
-        for resource_logs in request.resource_logs:
-            resource = _attributes(resource_logs.resource.attributes)
-            for scope_logs in resource_logs.scope_logs:
-                for log in scope_logs.log_records:
-                    logs.append(
-                        {
-                            "time": log.time_unix_nano,
-                            "severity_number": log.severity_number,
-                            "severity_text": log.severity_text,
-                            "event_name": getattr(log, "event_name", ""),
-                            "trace_id": log.trace_id.hex(),
-                            "span_id": log.span_id.hex(),
-                            "flags": log.flags,
-                            "attributes": _attributes(log.attributes),
-                            "body": _value(log.body),
-                            "scope": scope_logs.scope.name,
-                            "resource": resource,
-                        }
-                    )
+        logs = [
+            {
+                "time": log.time_unix_nano,
+                "severity_number": log.severity_number,
+                "severity_text": log.severity_text,
+                "event_name": getattr(log, "event_name", ""),
+                "trace_id": log.trace_id.hex(),
+                "span_id": log.span_id.hex(),
+                "flags": log.flags,
+                "attributes": _attributes(log.attributes),
+                "body": _value(log.body),
+                "scope": scope,
+                "resource": resource,
+            }
+            for resource, scope, log in _items(request.resource_logs, "scope_logs", "log_records")
+        ]
         with self._lock:
             self.logs.extend(logs)
 
     def handle_metrics(self, body: bytes) -> None:
         request = ExportMetricsServiceRequest()
         request.ParseFromString(body)
-        points = []
-        for resource_metrics in request.resource_metrics:
-            resource = _attributes(resource_metrics.resource.attributes)
-            for scope_metrics in resource_metrics.scope_metrics:
-                for metric in scope_metrics.metrics:
-                    if metric.WhichOneof("data") != "histogram":
-                        continue
-                    for point in metric.histogram.data_points:
-                        points.append(
-                            {
-                                "name": metric.name,
-                                "unit": metric.unit,
-                                "temporality": metric.histogram.aggregation_temporality,
-                                "attributes": _attributes(point.attributes),
-                                "count": point.count,
-                                "sum": point.sum,
-                                "bounds": tuple(point.explicit_bounds),
-                                "start": point.start_time_unix_nano,
-                                "time": point.time_unix_nano,
-                                "scope": scope_metrics.scope.name,
-                                "resource": resource,
-                            }
-                        )
+        points = [
+            {
+                "name": metric.name,
+                "unit": metric.unit,
+                "temporality": metric.histogram.aggregation_temporality,
+                "attributes": _attributes(point.attributes),
+                "count": point.count,
+                "sum": point.sum,
+                "bounds": tuple(point.explicit_bounds),
+                "start": point.start_time_unix_nano,
+                "time": point.time_unix_nano,
+                "scope": scope,
+                "resource": resource,
+            }
+            for resource, scope, metric in _items(request.resource_metrics, "scope_metrics", "metrics")
+            if metric.WhichOneof("data") == "histogram"
+            for point in metric.histogram.data_points
+        ]
         with self._lock:
             self.metric_points.extend(points)
 
@@ -176,27 +170,9 @@ class OTLPCollector(OTLPReceiver):
         }
 
     def up(self) -> None:
-        collector = self
-
-        class Handler(BaseHTTPRequestHandler):  # HTTP/1.0: one request per connection, so
-            # that down() leaves no kept-alive connection served behind it
-
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                payload = collector.receive(self.path, body, self.headers.get("Content-Encoding"))
-                self.send_response(200)
-                self.send_header("Content-Type", "application/x-protobuf")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        server = _Server(("127.0.0.1", self.port), Handler)
-        self.port = int(server.server_address[1])
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        self._server = server
+        """Listen (again, on the same port after :meth:`down`)."""
+        self._server = serve(self.receive, self.port)
+        self.port = int(self._server.server_address[1])
 
     def down(self) -> None:
         """Stop listening: exporters get connection errors until :meth:`up`."""

@@ -16,8 +16,8 @@ gets one warning per signal; that signal's data is dropped and counted meanwhile
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 from opentelemetry import metrics
 from opentelemetry._logs import Logger, LoggerProvider, get_logger_provider
@@ -34,6 +34,8 @@ __all__ = ["SCOPE", "OtelDestination", "is_placeholder"]
 
 _logger = logging.getLogger("spanlytics.exporter")
 _log = ThrottledLogger(_logger)
+
+T = TypeVar("T")
 
 SCOPE = "spanlytics"
 """The instrumentation scope of the log records and instruments."""
@@ -126,48 +128,38 @@ class OtelDestination:
     # -- the Destination protocol -----------------------------------------------------------
 
     def export(self, records: Sequence[RequestRecord]) -> None:
-        if self._stopped:
-            self.dropped["logs"] += len(records) if self.options.logs else 0
-            self.dropped["metrics"] += len(records) if self.options.metrics else 0
-            return
         if self.options.logs:
-            self._export_logs(records)
+            logger = self._found("logs", self._logger, records)
+            if logger is not None:
+                self._each("logs", records, lambda record: logger.emit(log_record(record)))
         if self.options.metrics:
-            self._export_metrics(records)
+            instruments = self._found("metrics", self._metrics, records)
+            if instruments is not None:
+                self._each("metrics", records, instruments.record)
 
-    def _export_logs(self, records: Sequence[RequestRecord]) -> None:
+    def _found(
+        self, signal: str, lookup: Callable[[], T | None], records: Sequence[RequestRecord]
+    ) -> T | None:
+        """The signal's logger or instruments; None (``records`` counted as dropped) when
+        stopped or there is no provider."""
+        found = None
         try:
-            logger = self._logger()
+            found = None if self._stopped else lookup()
         except Exception as exc:
-            self.dropped["logs"] += len(records)
-            _log.failure("otel.logs.provider", "could not get an OpenTelemetry logger", exc)
-            return
-        if logger is None:
-            self.dropped["logs"] += len(records)
-            return
+            _log.failure(f"otel.{signal}.provider", f"could not set up the {signal} signal", exc)
+        if found is None:
+            self.dropped[signal] += len(records)
+        return found
+
+    def _each(
+        self, signal: str, records: Sequence[RequestRecord], emit: Callable[[RequestRecord], None]
+    ) -> None:
         for record in records:
             try:
-                logger.emit(log_record(record))
+                emit(record)
             except Exception as exc:  # one bad record costs itself
-                self.dropped["logs"] += 1
-                _log.failure("otel.logs.emit", "could not emit a request log record", exc)
-
-    def _export_metrics(self, records: Sequence[RequestRecord]) -> None:
-        try:
-            instruments = self._metrics()
-        except Exception as exc:
-            self.dropped["metrics"] += len(records)
-            _log.failure("otel.metrics.provider", "could not create spanlytics' instruments", exc)
-            return
-        if instruments is None:
-            self.dropped["metrics"] += len(records)
-            return
-        for record in records:
-            try:
-                instruments.record(record)
-            except Exception as exc:
-                self.dropped["metrics"] += 1
-                _log.failure("otel.metrics.record", "could not record a request's metrics", exc)
+                self.dropped[signal] += 1
+                _log.failure(f"otel.{signal}.emit", f"could not emit a request's {signal}", exc)
 
     def force_flush(self, timeout_s: float = 10.0) -> bool:
         """Flush the providers this destination emitted to (their processors and readers
