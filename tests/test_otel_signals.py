@@ -267,3 +267,28 @@ def test_what_is_left_at_shutdown_still_goes_out(setup: str, tmp_path: Path) -> 
             server.stop()
         assert Counter(log_key(log) for log in request_logs(collector)) == sent
         assert metric_counts(collector) == sent
+
+
+def test_the_exported_spans_are_unchanged_by_the_otel_destination(tmp_path: Path) -> None:
+    """tests/test_auto.py compares spans with and without spanlytics attribute by attribute;
+    here the same comparison with the otel destination (its own logs and metrics on)."""
+    from tests.test_auto import _normalise
+
+    results = {}
+    for exporters, destinations in (("otlp_proto_http", "local"), ("otlp_proto_http,spanlytics", "otel")):
+        with otlp_collector() as collector:
+            port = free_port()
+            env = signals_env(collector, OTEL_TRACES_EXPORTER=exporters, SPANLYTICS_DESTINATIONS=destinations)
+            if "spanlytics" not in exporters:  # the example calls configure(): switch it off
+                env["SPANLYTICS_ENABLED"] = "false"
+            argv = [*INSTRUMENT, *uvicorn_argv("examples.fastapi_service.main:app", port)]
+            server = start_server(argv, port=port, log_dir=tmp_path, env=env)
+            try:
+                total = sum(drive(server.base_url).values())
+                poll_until(lambda: len(server_span_ids(collector)) >= total, 20, "spans")  # noqa: B023
+            finally:
+                server.stop()
+            spans = [s for s in collector.spans if "healthz" not in s["name"]]
+            results[destinations] = _normalise(spans, port)
+            assert bool(request_logs(collector)) == (destinations == "otel")
+    assert results["otel"] == results["local"]
