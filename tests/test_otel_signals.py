@@ -11,6 +11,8 @@ and no secret in any OTLP payload (logs, metrics or traces).
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -28,6 +30,7 @@ from tests.test_examples import drive
 
 INSTRUMENT = [str(BIN / "opentelemetry-instrument")]
 SECRETS = (b"wonderland-42", b"sk_demo_", b"tok_")
+QUERY_SECRET = "qs-4f2c9e1b7a"
 KEYS = ("http.request.method", "http.route", "http.response.status_code", "spanlytics.consumer.id")
 Key = tuple[str, str, int, "str | None"]
 KEY = list(API_KEYS)[:2]
@@ -136,9 +139,19 @@ def test_every_request_arrives_once_as_a_log_record_and_in_the_histograms(setup:
         server = start_server(argv(port), port=port, log_dir=tmp_path, env=env)
         try:
             sent = drive(server.base_url)
+            response = requests.get(
+                f"{server.base_url}/items?api_key={QUERY_SECRET}", headers={"X-API-Key": KEY[0]}
+            )
+            sent[("GET", "/items", response.status_code, CONSUMER[0])] += 1
             assert_delivered(collector, sent)
         finally:
             server.stop()
+        [queried] = [log for log in request_logs(collector) if log["attributes"].get("url.query")]
+        query = queried["attributes"]["url.query"]
+        assert query.startswith("api_key=") and "masked" in query and QUERY_SECRET not in query
+        # What spanlytics sends is masked; the instrumentor's own span keeps its raw query
+        # string (http.target / url.query), unchanged by spanlytics as before.
+        assert QUERY_SECRET.encode() not in collector.payloads("/v1/logs", "/v1/metrics")
         login = next(
             log for log in request_logs(collector) if log["attributes"]["http.route"] == "/auth/login"
         )
@@ -292,3 +305,38 @@ def test_the_exported_spans_are_unchanged_by_the_otel_destination(tmp_path: Path
             results[destinations] = _normalise(spans, port)
             assert bool(request_logs(collector)) == (destinations == "otel")
     assert results["otel"] == results["local"]
+
+
+NO_PROVIDERS_APP = """
+import logging, spanlytics
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+logging.basicConfig(format="%(name)s %(message)s")
+spanlytics.configure(destinations="otel", flush_interval_s=0.05)  # sets a TracerProvider, no other
+app = FastAPI()
+
+@app.get("/orders")
+def orders() -> dict[str, bool]:
+    return {"ok": True}
+
+client = TestClient(spanlytics.instrument_app(app))
+statuses = [client.get("/orders").status_code for _ in range(3)]
+assert spanlytics.flush()
+statuses += [client.get("/orders").status_code for _ in range(3)]
+assert spanlytics.flush()
+print(statuses)
+"""
+
+
+def test_without_providers_it_warns_once_per_signal_and_the_app_is_unaffected(tmp_path: Path) -> None:
+    """No LoggerProvider or MeterProvider set: the API's proxies are found at each export."""
+    script = tmp_path / "no_providers.py"
+    script.write_text(NO_PROVIDERS_APP)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == str([200] * 6)
+    assert done.stderr.count("found no OpenTelemetry logger provider") == 1, done.stderr
+    assert done.stderr.count("found no OpenTelemetry meter provider") == 1, done.stderr
+    assert "OTEL_LOGS_EXPORTER" in done.stderr and "set_meter_provider" in done.stderr

@@ -53,7 +53,7 @@ class OTLPCollector(OTLPReceiver):
         super().__init__()
         self.logs: list[dict[str, Any]] = []
         self.metric_points: list[dict[str, Any]] = []
-        self.raw: list[bytes] = []  # every decompressed payload, to search for secrets
+        self.raw: list[tuple[str, bytes]] = []  # (path, decompressed payload): to search for secrets
         self.port = 0
         self._server: ThreadingHTTPServer | None = None
 
@@ -108,7 +108,7 @@ class OTLPCollector(OTLPReceiver):
         if encoding == "gzip":
             body = gzip.decompress(body)
         with self._lock:
-            self.raw.append(body)
+            self.raw.append((path, body))
         if path.endswith("/v1/logs"):
             self.handle_logs(body)
             return ExportLogsServiceResponse().SerializeToString()
@@ -151,9 +151,10 @@ class OTLPCollector(OTLPReceiver):
                 latest[key] = (point["time"], point["count"])
         return {k: count for k, (_, count) in latest.items() if count}
 
-    def payloads(self) -> bytes:
+    def payloads(self, *paths: str) -> bytes:
+        """Every payload received (on ``paths`` only, e.g. ``"/v1/logs"``), joined."""
         with self._lock:
-            return b"\n".join(self.raw)
+            return b"\n".join(body for path, body in self.raw if not paths or path in paths)
 
     # -- the server -------------------------------------------------------------------------
 
