@@ -53,6 +53,11 @@ VARIANTS = {
             destination="apitally",
         ),
         Variant(
+            "spanlytics-otel",
+            "otel + spanlytics, full logging as OTel log records and consumer histograms (OTLP to the stub)",
+            destination="otel",
+        ),
+        Variant(
             "apitally1", "Apitally 1.0.0 (OTel-based), headers and bodies, OTLP to the stub", peer="apitally1"
         ),
         Variant(

@@ -145,8 +145,8 @@ def test_an_unregistered_destination_is_unknown_again() -> None:
 
 
 def test_known_destinations_come_from_the_registry() -> None:
-    assert KNOWN_DESTINATIONS == ("local", "http", "readme", "apitally", "postgres")
-    assert REGISTRY.names()[:5] == KNOWN_DESTINATIONS
+    assert KNOWN_DESTINATIONS == ("local", "http", "readme", "apitally", "postgres", "otel")
+    assert REGISTRY.names()[:6] == KNOWN_DESTINATIONS
     assert set(Settings().destination_options) == set(REGISTRY.names())
 
 

@@ -191,6 +191,7 @@ def spanlytics_settings(variant: str) -> dict[str, Any]:
             "readme_base_url": stub,
         },
         "spanlytics-http": {"destinations": "http", "http_url": f"{stub}/ingest"},
+        "spanlytics-otel": {"destinations": "otel"},
         "spanlytics-apitally": {
             "destinations": "apitally",
             "apitally_client_id": APITALLY_CLIENT_ID,
@@ -236,6 +237,33 @@ def _spanlytics(app: Any, framework: str) -> Identify:
     spanlytics.configure(**spanlytics_settings(VARIANT))
     spanlytics.instrument_app(app)
     return lambda request: spanlytics.set_consumer(consumer_id(request))
+
+
+def otel_signal_pipelines() -> None:
+    """The logs and metrics pipelines an app running OpenTelemetry already has: SDK providers
+    whose batch processor and periodic reader export OTLP/HTTP (to the stub)."""
+    from opentelemetry import metrics
+    from opentelemetry._logs import set_logger_provider
+    from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
+    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+    from opentelemetry.sdk._logs import LoggerProvider
+    from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+
+    stub = os.environ.get("BENCH_STUB_URL", "http://127.0.0.1:9")
+    logger_provider = LoggerProvider()
+    logger_provider.add_log_record_processor(BatchLogRecordProcessor(OTLPLogExporter(f"{stub}/v1/logs")))
+    set_logger_provider(logger_provider)
+    reader = PeriodicExportingMetricReader(
+        OTLPMetricExporter(f"{stub}/v1/metrics"), export_interval_millis=10_000
+    )
+    metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
+
+
+def _spanlytics_otel(app: Any, framework: str) -> Identify:
+    otel_signal_pipelines()
+    return _spanlytics(app, framework)
 
 
 # --- peers, each in its own virtualenv --------------------------------------------------------
@@ -320,6 +348,7 @@ _INSTALLERS: dict[str, Callable[[Any, str], Identify]] = {
     "spanlytics-http": _spanlytics,
     "spanlytics-apitally": _spanlytics,
     "spanlytics-apitally1": _spanlytics,
+    "spanlytics-otel": _spanlytics_otel,
     "apitally1": _apitally1,
     "apitally0": _apitally0,
     "readme": _readme,

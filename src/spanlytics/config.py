@@ -179,6 +179,9 @@ class SettingsArgs(TypedDict, total=False):
     http_gzip: bool | None
     postgres_url: str | None
     local_max_mb: int | None
+    otel_logs: bool | None
+    otel_metrics: bool | None
+    otel_max_consumers: int | None
 
 
 @dataclass(frozen=True)

@@ -165,6 +165,7 @@ class Pipeline:
                 pipeline.shutdown()
 
         atexit.register(_at_exit)
+        self._exit_hook = _at_exit  # registered again at each process's first span: see submit()
         PIPELINES.add(self)
 
     def _reset_runtime(self) -> None:
@@ -232,6 +233,7 @@ class Pipeline:
         if not self._started:  # a plain attribute, not the worker's property: this runs per request
             self._worker.start()
             self._started = True
+            atexit.register(self._exit_hook)  # exit hooks run last first: before the OTel providers'
         if len(queue) >= self._wake_at:
             self._worker.wake()
 

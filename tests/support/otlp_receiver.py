@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gzip
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -70,16 +70,20 @@ class OTLPReceiver:
             return [s for s in self.spans if s["kind"] == 2]  # SPAN_KIND_SERVER
 
 
-@contextmanager
-def otlp_receiver() -> Iterator[tuple[OTLPReceiver, str]]:
-    """Yields the receiver and its traces endpoint URL."""
-    receiver = OTLPReceiver()
+class _Server(ThreadingHTTPServer):
+    allow_reuse_address = True  # a receiver brought back on the port it closed
+    daemon_threads = True
+
+
+def serve(receive: Callable[[str, bytes, str | None], bytes], port: int = 0) -> ThreadingHTTPServer:
+    """An HTTP/1.0 server on 127.0.0.1 (one request per connection: once it is shut down, no
+    kept-alive connection is served behind it) answering every POST with 200 and what
+    ``receive(path, body, content_encoding)`` returns."""
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-            receiver.handle(body, self.headers.get("Content-Encoding"))
-            payload = ExportTraceServiceResponse().SerializeToString()
+            payload = receive(self.path, body, self.headers.get("Content-Encoding"))
             self.send_response(200)
             self.send_header("Content-Type", "application/x-protobuf")
             self.send_header("Content-Length", str(len(payload)))
@@ -89,9 +93,21 @@ def otlp_receiver() -> Iterator[tuple[OTLPReceiver, str]]:
         def log_message(self, format: str, *args: Any) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+    server = _Server(("127.0.0.1", port), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+@contextmanager
+def otlp_receiver() -> Iterator[tuple[OTLPReceiver, str]]:
+    """Yields the receiver and its traces endpoint URL."""
+    receiver = OTLPReceiver()
+
+    def receive(path: str, body: bytes, encoding: str | None) -> bytes:
+        receiver.handle(body, encoding)
+        return ExportTraceServiceResponse().SerializeToString()
+
+    server = serve(receive)
     try:
         yield receiver, f"http://127.0.0.1:{server.server_address[1]}/v1/traces"
     finally:

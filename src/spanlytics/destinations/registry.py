@@ -29,6 +29,7 @@ from spanlytics.destinations.apitally import ApitallyOptions, build_apitally
 from spanlytics.destinations.http import HttpOptions, build_http
 from spanlytics.destinations.local import LocalOptions, build_local_store
 from spanlytics.destinations.options import DestinationOptions
+from spanlytics.destinations.otel_signals import OtelOptions, build_otel
 from spanlytics.destinations.postgres import PostgresOptions, build_postgres
 from spanlytics.destinations.readme import ReadmeOptions, build_readme
 
@@ -110,6 +111,7 @@ register(HttpOptions, build_http)
 register(ReadmeOptions, build_readme)
 register(ApitallyOptions, build_apitally)
 register(PostgresOptions, build_postgres)
+register(OtelOptions, build_otel)
 
 KNOWN_DESTINATIONS = REGISTRY.names()
 """The destinations that come with spanlytics."""
