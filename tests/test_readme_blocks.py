@@ -19,7 +19,8 @@ is one test, so every runnable block is run:
 * Repository commands (``bash scripts/...``, ``.venv/bin/...``) set up a venv or run the
   suite or the benchmarks: not run here (CI runs ``scripts/test.sh``); the files they name
   and the options they pass must exist.
-* ``text`` blocks (synopses, output samples) are not code.
+* ``text`` blocks (synopses, output samples) are not code; a ``yaml`` block is a file of the
+  repository shown whole (the Collector configuration), and must equal that file.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ from tests.support.servers import (
 
 README = ROOT / "README.md"
 FENCE = re.compile(r"^```(?P<lang>[^\n`]*)\n(?P<body>.*?)^```[ \t]*$", re.MULTILINE | re.DOTALL)
-LANGUAGES = {"python", "bash", "text"}
+LANGUAGES = {"python", "bash", "text", "yaml"}
 APP_FRAMEWORK = re.compile(r"^app = (?P<framework>FastAPI|Starlette|Flask)\(", re.MULTILINE)
 ASSIGNMENT = re.compile(r"^[A-Z][A-Z0-9_]*=\S*$")
 
@@ -429,3 +430,14 @@ def test_block_runs_as_written(block: Block, tmp_path: Path, caplog: pytest.LogC
         run_app_block(block, tmp_path)
     else:
         run_script_block(block, tmp_path)
+
+
+def test_yaml_blocks_are_the_files_they_show() -> None:
+    """A configuration in the README is the one the repository ships, word for word."""
+    shown = {
+        "At scale through the Collector": ROOT / "examples" / "otel_collector" / "otelcol.yaml",
+    }
+    blocks = [b for b in BLOCKS if b.lang == "yaml"]
+    assert {b.section for b in blocks} == set(shown)
+    for block in blocks:
+        assert block.body == shown[block.section].read_text(), block.id
