@@ -80,6 +80,9 @@ def test_a_record_becomes_a_correlated_log_record_with_semconv_attributes() -> N
     log = log_record(_record(status=201))
     assert (log.trace_id, log.span_id) == (int(TRACE_ID, 16), int(SPAN_ID, 16))
     assert log.trace_flags is not None and log.trace_flags.sampled
+    unsampled = log_record(_record(status=201, sampled=False))  # the head sampler dropped its trace
+    assert unsampled.trace_flags is not None and not unsampled.trace_flags.sampled
+    assert unsampled.trace_id == log.trace_id
     assert log.timestamp == 1_700_000_000_123_456_789
     assert (log.severity_number, log.severity_text) == (SeverityNumber.INFO, "INFO")
     assert HAS_EVENT_NAME  # both supported APIs (1.43, 1.45) take it

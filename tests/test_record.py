@@ -252,8 +252,9 @@ def test_replace_record_and_record_fields_agree_with_dataclasses() -> None:
     with pytest.raises(KeyError):
         replace_record(record, quer="typo")
     shallow = record_fields(record)
-    # every field but the destinations' private annotations, in declaration order
-    assert list(shallow) == [f.name for f in dataclasses.fields(record) if f.name != "annotations"]
+    # every field but the span's sampled flag and the destinations' private annotations
+    private = ("sampled", "annotations")
+    assert list(shallow) == [f.name for f in dataclasses.fields(record) if f.name not in private]
     assert all(shallow[name] is getattr(record, name) for name in shallow)
 
 
@@ -322,7 +323,7 @@ def test_from_span_gives_a_true_frozen_record() -> None:
 
     record = from_span(make_span(STABLE), _finished_capture().snapshot(), consumer=Consumer("c-1"))
     assert type(record) is RequestRecord
-    rebuilt = RequestRecord(**record_fields(record), annotations=record.annotations)
+    rebuilt = RequestRecord(**record_fields(record), sampled=record.sampled, annotations=record.annotations)
     assert rebuilt == record and hash(rebuilt) == hash(record) and repr(rebuilt) == repr(record)
     with pytest.raises(dataclasses.FrozenInstanceError):
         record.status = 500  # type: ignore[misc]
@@ -340,3 +341,28 @@ def test_record_ids_ascend_within_a_process() -> None:
     ids = [new_record_id() for _ in range(300)]
     assert ids == sorted(ids) and len(set(ids)) == 300
     assert len({i[:-10] for i in ids}) == 1
+
+
+def test_a_request_the_head_sampler_dropped_is_recorded_as_not_sampled() -> None:
+    """SpanlyticsSampler records a server span the app's sampler drops (RECORD_ONLY): its
+    record says it was not sampled, so no destination points at a trace no backend holds."""
+    from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
+
+    from spanlytics import SpanlyticsSampler
+
+    provider = TracerProvider(sampler=SpanlyticsSampler(ALWAYS_OFF))
+    ended: list[ReadableSpan] = []
+
+    class Keep(SimpleSpanProcessor):
+        def on_end(self, span: ReadableSpan) -> None:  # unsampled spans too, as spanlytics' processor
+            ended.append(span)
+
+    provider.add_span_processor(Keep(InMemorySpanExporter()))
+    with provider.get_tracer("test").start_as_current_span("span", kind=SpanKind.SERVER, attributes=OLD):
+        pass
+    (span,) = ended
+    assert span.context is not None and not span.context.trace_flags.sampled
+    record = from_span(span)
+    assert record is not None and record.sampled is False
+    sampled = from_span(make_span(OLD))
+    assert sampled is not None and sampled.sampled is True

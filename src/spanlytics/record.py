@@ -129,6 +129,11 @@ class RequestRecord:
     exception: ExceptionInfo | None = None
     service_name: str | None = None
     masked: tuple[MaskedField, ...] = field(default=())
+    sampled: bool = True
+    """The span's trace flags: False for a request the app's head sampler dropped and
+    spanlytics recorded anyway (:class:`~spanlytics.SpanlyticsSampler`), whose trace no
+    backend holds. Stores and senders leave it out (:func:`record_fields`); the otel
+    destination sets its log records' trace flags from it."""
     annotations: tuple[tuple[str, str], ...] = ()
     """(name, value) pairs that a destination derived from the unmasked request before
     masking (its ``before_mask`` hook), such as ReadMe's hash of the Authorization header.
@@ -146,7 +151,7 @@ class RequestRecord:
 
 _RECORD_FIELDS = tuple(f.name for f in fields(RequestRecord))
 _record_values = operator.attrgetter(*_RECORD_FIELDS)
-_PUBLIC_FIELDS = tuple(name for name in _RECORD_FIELDS if name != "annotations")
+_PUBLIC_FIELDS = tuple(name for name in _RECORD_FIELDS if name not in ("sampled", "annotations"))
 _public_values = operator.attrgetter(*_PUBLIC_FIELDS)
 
 _Draft = make_dataclass("_Draft", [(name, Any) for name in _RECORD_FIELDS], slots=True)
@@ -182,7 +187,7 @@ _to_record = _converter()
 def record_fields(record: RequestRecord) -> dict[str, Any]:
     """The record's fields by name, one level deep (``dataclasses.asdict`` without its deep
     copy of every header tuple: several times faster), without the destinations' private
-    :attr:`~RequestRecord.annotations`."""
+    :attr:`~RequestRecord.annotations` and the span's :attr:`~RequestRecord.sampled` flag."""
     return dict(zip(_PUBLIC_FIELDS, _public_values(record), strict=True))
 
 
@@ -281,6 +286,7 @@ def from_span(
     r.record_id = record_id or new_record_id()
     r.trace_id = f"{ctx.trace_id:032x}" if ctx is not None else ""
     r.span_id = f"{ctx.span_id:016x}" if ctx is not None else ""
+    r.sampled = ctx is None or ctx.trace_flags.sampled
     r.start_time_ns = start_ns
     r.duration_ms = max(end_ns - start_ns, 0) / 1e6
     r.host = host

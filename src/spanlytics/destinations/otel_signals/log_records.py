@@ -40,6 +40,7 @@ HAS_EVENT_NAME = "event_name" in inspect.signature(LogRecord.__init__).parameter
 """Whether this API's LogRecord takes an event name (else: the ``event.name`` attribute)."""
 
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
+_UNSAMPLED = TraceFlags(TraceFlags.DEFAULT)
 
 
 def severity(status: int | None) -> tuple[SeverityNumber, str]:
@@ -146,13 +147,14 @@ def log_record(record: RequestRecord) -> LogRecord:
     trace_id, span_id = _hex(record.trace_id), _hex(record.span_id)
     # The span's context, not the worker's current one (which may be a request's, when
     # spanlytics.flush() runs on a request thread): ids and context agree for any processor.
-    span = NonRecordingSpan(SpanContext(trace_id, span_id, is_remote=False, trace_flags=_SAMPLED))
+    flags = _SAMPLED if record.sampled else _UNSAMPLED  # as the span's: a dropped trace says so
+    span = NonRecordingSpan(SpanContext(trace_id, span_id, is_remote=False, trace_flags=flags))
     fields: dict[str, Any] = {
         "timestamp": record.start_time_ns,
         "context": set_span_in_context(span, Context()),
         "trace_id": trace_id,
         "span_id": span_id,
-        "trace_flags": _SAMPLED,
+        "trace_flags": flags,
         "severity_number": number,
         "severity_text": text,
         "body": log_body(record),
