@@ -90,6 +90,16 @@ class RequestFilter:
     path_contains: str | None = None
     failed: bool = False
 
+    def bounds(self, before: tuple[int, str] | None = None) -> tuple[int, int]:
+        """The window as ``[since, until)`` nanoseconds (an open side: the whole int64 range),
+        ended at the cursor ``before`` when given: ``(ns, id)`` keeps the records that started
+        at ``ns`` (some come before it), ``(ns, "")`` none of them (every id sorts after "")."""
+        since = -(2**63) if self.since_ns is None else self.since_ns
+        until = 2**63 - 1 if self.until_ns is None else self.until_ns
+        if before is not None:
+            until = min(until, before[0] + (before[1] != ""))
+        return since, until
+
     def clauses(self, mark: str, contains: str) -> tuple[list[str], list[object]]:
         """SQL conditions (joined by AND) and their parameters, with ``mark`` as each
         parameter's placeholder and ``contains`` the template of a substring test of ``path``

@@ -351,10 +351,7 @@ class LocalReader:
         self, where: RequestFilter, scan: int, before: tuple[int, str] | None = None
     ) -> int | None:
         # the start-time index alone (no row is read): a few ms for 50,000 entries
-        since = _MIN_NS if where.since_ns is None else where.since_ns
-        until = _MAX_NS if where.until_ns is None else where.until_ns
-        if before is not None:  # (ns, "") is before every record of ns: none of them counts
-            until = min(until, before[0] + (before[1] != ""))
+        since, until = where.bounds(before)
         sql = (
             "SELECT min(s), count(*) FROM (SELECT start_time_ns AS s FROM requests INDEXED BY "
             "requests_start_time WHERE start_time_ns >= ? AND start_time_ns < ? "
@@ -383,8 +380,7 @@ def _source(where: RequestFilter, sample: int | None) -> tuple[str, tuple[int, .
     (down the start-time index: a bounded read whatever the other filters)."""
     if sample is None:
         return "requests", ()
-    since = _MIN_NS if where.since_ns is None else where.since_ns
-    until = _MAX_NS if where.until_ns is None else where.until_ns
+    since, until = where.bounds()
     inner = (
         f"(SELECT {_LOG} FROM requests INDEXED BY requests_start_time WHERE start_time_ns >= ? "
         "AND start_time_ns < ? ORDER BY start_time_ns DESC, id DESC LIMIT ?)"

@@ -117,8 +117,7 @@ def _source(where: RequestFilter, sample: int | None) -> tuple[str, tuple[int, .
     """The rows to read: the requests table, or its newest ``sample`` rows in the window."""
     if sample is None:
         return "requests", ()
-    since = _MIN if where.since_ns is None else where.since_ns
-    until = 2**63 - 1 if where.until_ns is None else where.until_ns
+    since, until = where.bounds()
     inner = (
         f"(SELECT {_LOG} FROM requests WHERE start_time_ns >= %s AND start_time_ns < %s "
         "ORDER BY start_time_ns DESC, id DESC LIMIT %s) AS sample"
@@ -332,10 +331,7 @@ class PostgresReader:
     def scan_floor(
         self, where: RequestFilter, scan: int, before: tuple[int, str] | None = None
     ) -> int | None:
-        since = _MIN if where.since_ns is None else where.since_ns
-        until = 2**63 - 1 if where.until_ns is None else where.until_ns
-        if before is not None:  # (ns, "") is before every record of ns: none of them counts
-            until = min(until, before[0] + (before[1] != ""))
+        since, until = where.bounds(before)
         sql = (
             "SELECT min(s), count(*) FROM (SELECT start_time_ns AS s FROM requests "
             "WHERE start_time_ns >= %s AND start_time_ns < %s ORDER BY start_time_ns DESC LIMIT %s) AS t"
