@@ -13,18 +13,14 @@ slower than the issue's 300 ms::
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import statistics
-import tempfile
 import time
 from urllib.parse import quote
 
 from starlette.testclient import TestClient
 
-from benchmarks.bench_stores import write
-from spanlytics.config import Settings
+from benchmarks.bench_stores import store_arguments, store_settings, write
 from spanlytics.dashboard.app import create_app
 from spanlytics.destinations.any_store import open_reader
 from spanlytics.destinations.stores import RequestFilter
@@ -55,33 +51,9 @@ def pages(db: str) -> list[str]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--store", choices=("local", "postgres"), default="local")
-    parser.add_argument("--url", help="the PostgreSQL store (for --store postgres)")
-    parser.add_argument("--path", help="the SQLite file (default: a new temporary one)")
-    parser.add_argument("--records", type=int, default=100_000)
-    parser.add_argument("--hours", type=float, default=24.0)
-    parser.add_argument("--endpoints", type=int, default=20)
-    parser.add_argument("--consumers", type=int, default=50)
-    parser.add_argument("--batch", type=int, default=512)
-    parser.add_argument("--flush-every", type=int, default=0)
-    parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--skip-write", action="store_true", help="only time the pages of an existing store")
+    parser = store_arguments(__doc__, repeat=5, skip_write="only time the pages of an existing store")
     args = parser.parse_args()
-    if args.store == "postgres":
-        if not args.url:
-            parser.error("--store postgres needs --url")
-        db = args.url
-        settings = Settings.resolve(
-            destinations=("postgres",), postgres_url=db, retention_s="off", spool_dir=tempfile.mkdtemp()
-        )
-    else:
-        db = args.path or os.path.join(tempfile.mkdtemp(prefix="bench-dashboard-"), "spanlytics.db")
-        settings = Settings.resolve(
-            destinations=("local",), local_path=db, retention_s="off", local_max_mb=10_000_000
-        )
+    db, settings = store_settings(parser, args, "bench-dashboard")
     result: dict[str, object] = {"store": args.store}
     if not args.skip_write:
         result["write"] = write(settings, args)

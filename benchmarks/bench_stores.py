@@ -142,9 +142,11 @@ def report_times(db: str, repeat: int) -> dict[str, float]:
     return out
 
 
-def main() -> None:
+def store_arguments(description: str | None, *, repeat: int, skip_write: str) -> argparse.ArgumentParser:
+    """The options of a benchmark over a store at volume (this one and bench_dashboard.py):
+    which store, and the traffic that fills it."""
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        description=description, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--store", choices=("local", "postgres"), default="local")
     parser.add_argument("--url", help="the PostgreSQL store (for --store postgres)")
@@ -154,23 +156,34 @@ def main() -> None:
     parser.add_argument("--endpoints", type=int, default=20)
     parser.add_argument("--consumers", type=int, default=50)
     parser.add_argument("--batch", type=int, default=512)
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=repeat)
     parser.add_argument("--flush-every", type=int, default=0, help="wait for the store every N batches")
-    parser.add_argument("--skip-write", action="store_true", help="only time the report of an existing store")
-    args = parser.parse_args()
+    parser.add_argument("--skip-write", action="store_true", help=skip_write)
+    return parser
+
+
+def store_settings(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, prefix: str
+) -> tuple[str, Settings]:
+    """The store the options name (a new temporary SQLite file by default) and the settings
+    that write it; PostgreSQL batches spool to a new temporary folder, never an earlier run's."""
     if args.store == "postgres":
         if not args.url:
             parser.error("--store postgres needs --url")
-        db = args.url
-        spool = tempfile.mkdtemp(prefix="bench-stores-spool-")  # never an earlier run's batches
-        settings = Settings.resolve(
-            destinations=("postgres",), postgres_url=db, retention_s="off", spool_dir=spool
+        spool = tempfile.mkdtemp(prefix=f"{prefix}-spool-")
+        return args.url, Settings.resolve(
+            destinations=("postgres",), postgres_url=args.url, retention_s="off", spool_dir=spool
         )
-    else:
-        db = args.path or os.path.join(tempfile.mkdtemp(prefix="bench-stores-"), "spanlytics.db")
-        settings = Settings.resolve(
-            destinations=("local",), local_path=db, retention_s="off", local_max_mb=10_000_000
-        )
+    db = args.path or os.path.join(tempfile.mkdtemp(prefix=f"{prefix}-"), "spanlytics.db")
+    return db, Settings.resolve(
+        destinations=("local",), local_path=db, retention_s="off", local_max_mb=10_000_000
+    )
+
+
+def main() -> None:
+    parser = store_arguments(__doc__, repeat=3, skip_write="only time the report of an existing store")
+    args = parser.parse_args()
+    db, settings = store_settings(parser, args, "bench-stores")
     result: dict[str, object] = {"store": args.store}
     if not args.skip_write:
         result["write"] = write(settings, args)
