@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import sys
 import threading
 import weakref
 from collections.abc import Iterable
@@ -93,6 +94,13 @@ class AppInfo:
     framework: str | None  # "starlette" (FastAPI too) or "flask"
     routes: tuple[tuple[str, str], ...]  # (METHOD, normalised path template), sorted
     openapi: str | None  # FastAPI's OpenAPI document as JSON text
+
+    def framework_or_guess(self) -> str:
+        """The registered apps' framework; with none registered, the one this process
+        imported ("flask" only when Starlette is not imported too)."""
+        if self.framework is not None:
+            return self.framework
+        return "flask" if "flask" in sys.modules and "starlette" not in sys.modules else "starlette"
 
 
 def apps_info() -> AppInfo:

@@ -263,7 +263,7 @@ class ApitallyDestination:
             return
         self._announced_version = current
         info = app_routes.apps_info()
-        framework = info.framework or _framework_guess()
+        framework = info.framework_or_guess()
         startup: dict[str, Any] = {
             "paths": [{"method": method, "path": path} for method, path in info.routes],
             "versions": _versions(framework),
@@ -359,12 +359,6 @@ def _hub_errors(response: requests.Response) -> str:
             loc = ".".join(str(p) for p in error.get("loc", ()))
             parts.append(f"{loc}: {str(error.get('msg', ''))[:100]}")
     return "; ".join(parts) or "no details"
-
-
-def _framework_guess() -> str:
-    if "flask" in sys.modules and "starlette" not in sys.modules:
-        return "flask"
-    return "starlette"
 
 
 def build_apitally(settings: Settings, options: ApitallyOptions) -> ApitallyDestination:

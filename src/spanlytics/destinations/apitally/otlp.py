@@ -261,7 +261,7 @@ class ApitallyOtlpDestination:
             return
         self._announced_version = current
         info = app_routes.apps_info()
-        framework = _framework(info.framework)
+        framework = _framework(info)
         body = startup_body(framework, list(info.routes), _versions(framework), self.options, info.openapi)
         with self._lock:
             self._logs.append(log_record(STARTUP, body))
@@ -317,9 +317,9 @@ class ApitallyOtlpDestination:
         self.sender.shutdown(timeout_s)
 
 
-def _framework(found: str | None) -> str:
+def _framework(info: app_routes.AppInfo) -> str:
     """``app_routes`` tells Flask from Starlette; the SDK names FastAPI apps ``fastapi``."""
-    if found == "flask" or (found is None and "flask" in sys.modules and "starlette" not in sys.modules):
+    if info.framework_or_guess() == "flask":
         return "flask"
     return "fastapi" if "fastapi" in sys.modules else "starlette"
 
