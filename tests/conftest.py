@@ -17,6 +17,9 @@ import spanlytics.testing
 from spanlytics.destinations.local import iter_records
 from spanlytics.record import RequestRecord
 
+# a plugin module that test modules also import from: rewrite its asserts before they do
+pytest.register_assert_rewrite("tests.support.dashboard")
+
 
 class Pipeline:
     """A TracerProvider with a user's in-memory exporter and (optionally) spanlytics."""

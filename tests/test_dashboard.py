@@ -27,10 +27,11 @@ from tests.support.dashboard import (
     CONSUMER_INJECTION,
     SECRETS,
     FilledStore,
-    fill_store,
     start_dashboard,
 )
 from tests.support.servers import ServerProcess
+
+pytest_plugins = ["tests.support.dashboard"]  # the store and dashboard fixtures (one each per run)
 
 NOW = 1_800_000_000 * 10**9
 TOKEN = "t0ken-for-the-dashboard-tests-8d1f"
@@ -152,18 +153,6 @@ def test_the_command_refuses_a_public_bind_without_a_token(tmp_path: Path) -> No
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> FilledStore:
-    return fill_store(tmp_path_factory.mktemp("dashboard-store"))
-
-
-@pytest.fixture(scope="module")
-def open_board(store: FilledStore, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    server = start_dashboard(str(store.db), tmp_path_factory.mktemp("open"))
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
 def guarded_board(store: FilledStore, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     server = start_dashboard(
         str(store.db), tmp_path_factory.mktemp("guarded"), env={"SPANLYTICS_DASHBOARD_TOKEN": TOKEN}
@@ -176,9 +165,9 @@ PAGES = ("/", "/?range=7d", "/requests", "/requests?status=4xx", "/endpoint?meth
          "/consumer?id=acme", "/consumer?anonymous=1", "/endpoint?method=GET&unmatched=1")  # fmt: skip
 
 
-def test_every_response_carries_the_security_headers(open_board: ServerProcess) -> None:
+def test_every_response_carries_the_security_headers(dashboard: ServerProcess) -> None:
     for path in (*PAGES, "/static/dashboard.js", "/requests/no-such-id", "/?range=nope"):
-        response = requests.get(open_board.base_url + path, timeout=30)
+        response = requests.get(dashboard.base_url + path, timeout=30)
         assert response.status_code in (200, 400, 404), path
         csp = response.headers["content-security-policy"]
         assert "default-src 'self'" in csp and "unsafe-inline" not in csp and "unsafe-eval" not in csp
@@ -193,18 +182,18 @@ def test_every_response_carries_the_security_headers(open_board: ServerProcess) 
                 assert secret not in text
 
 
-def test_invalid_parameters_and_missing_records_are_pages_not_errors(open_board: ServerProcess) -> None:
-    assert requests.get(open_board.base_url + "/?range=nope", timeout=30).status_code == 400
-    assert requests.get(open_board.base_url + "/requests?before=zzz", timeout=30).status_code == 400
-    missing = requests.get(open_board.base_url + "/requests/<b>gone</b>", timeout=30)
+def test_invalid_parameters_and_missing_records_are_pages_not_errors(dashboard: ServerProcess) -> None:
+    assert requests.get(dashboard.base_url + "/?range=nope", timeout=30).status_code == 400
+    assert requests.get(dashboard.base_url + "/requests?before=zzz", timeout=30).status_code == 400
+    missing = requests.get(dashboard.base_url + "/requests/<b>gone</b>", timeout=30)
     assert missing.status_code == 404 and "<b>gone" not in missing.text
 
 
-def test_a_foreign_host_name_is_refused(open_board: ServerProcess) -> None:
+def test_a_foreign_host_name_is_refused(dashboard: ServerProcess) -> None:
     """DNS rebinding: a page of evil.example that resolves to 127.0.0.1 gets nothing."""
-    response = requests.get(open_board.base_url + "/", headers={"Host": "evil.example"}, timeout=30)
+    response = requests.get(dashboard.base_url + "/", headers={"Host": "evil.example"}, timeout=30)
     assert response.status_code == 400
-    assert requests.get(f"http://localhost:{open_board.port}/", timeout=30).status_code == 200
+    assert requests.get(f"http://localhost:{dashboard.port}/", timeout=30).status_code == 200
 
 
 def test_the_token_is_checked_on_every_request(guarded_board: ServerProcess) -> None:

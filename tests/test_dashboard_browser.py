@@ -30,11 +30,12 @@ from tests.support.dashboard import (
     PATH_INJECTION,
     SECRETS,
     FilledStore,
-    fill_store,
     start_dashboard,
 )
 from tests.support.dashboard_story import fill_story
 from tests.support.servers import ROOT, ServerProcess
+
+pytest_plugins = ["tests.support.dashboard"]  # the store and dashboard fixtures (one each per run)
 
 ARTIFACTS = ROOT / "test-artifacts" / "dashboard"
 CHROMIUM = ("chromium", "chromium-browser")
@@ -49,20 +50,6 @@ def _which(names: tuple[str, ...]) -> str:
     raise AssertionError(
         f"none of {names} installed: apt-get install chromium chromium-driver (scripts/test.sh does)"
     )
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> FilledStore:
-    return fill_store(tmp_path_factory.mktemp("dashboard-store"))
-
-
-@pytest.fixture(scope="module")
-def dashboard(store: FilledStore, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    server = start_dashboard(str(store.db), tmp_path_factory.mktemp("dashboard-logs"))
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")

@@ -10,9 +10,11 @@ the store, and so out of every page."""
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
 import requests
 
 from spanlytics.destinations.local import iter_records
@@ -100,4 +102,20 @@ def start_dashboard(db: str, log_dir: Path, *extra: str, env: dict[str, str] | N
     return start_server(argv, port=port, env=env, log_dir=log_dir, ready_path="/static/dashboard.css")
 
 
-__all__ = ["SECRETS", "FilledStore", "fill_store", "start_dashboard"]
+@pytest.fixture(scope="session")
+def store(tmp_path_factory: pytest.TempPathFactory) -> FilledStore:
+    """The store a real app filled (once for the HTTP and the browser tests: they only read)."""
+    return fill_store(tmp_path_factory.mktemp("dashboard-store"))
+
+
+@pytest.fixture(scope="session")
+def dashboard(store: FilledStore, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """``spanlytics dashboard`` over :func:`store`, without a token."""
+    server = start_dashboard(str(store.db), tmp_path_factory.mktemp("dashboard-logs"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+__all__ = ["SECRETS", "FilledStore", "dashboard", "fill_store", "start_dashboard", "store"]
